@@ -1,0 +1,138 @@
+// Command relay is a real-time messaging server: WebSocket chat rooms, server
+// notifications and presence over HTTP, alone or as a cluster behind nginx.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/relay/relay/internal/broker"
+	"github.com/relay/relay/internal/config"
+	"github.com/relay/relay/internal/hub"
+	"github.com/relay/relay/internal/metrics"
+	"github.com/relay/relay/internal/server"
+)
+
+func main() {
+	if err := run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "relay:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `usage: relay [command]
+
+commands:
+  serve     run a node (the default)
+  help      show this help
+
+relay is configured from the environment:
+`
+
+// run is the whole program; main only maps its error to an exit status.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cmd := "serve"
+	if len(args) > 0 {
+		cmd = args[0]
+	}
+	switch cmd {
+	case "serve":
+		cfg, err := config.Load(getenv)
+		if err != nil {
+			return err
+		}
+		ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return serve(ctx, cfg, stderr)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage+config.Usage())
+		return nil
+	default:
+		return fmt.Errorf("unknown command %q (try relay help)", cmd)
+	}
+}
+
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// serve runs a node until ctx ends, then shuts it down in order: stop
+// accepting, close the clients (1012), stop the hub, close the broker.
+func serve(ctx context.Context, cfg config.Config, logw io.Writer) error {
+	log := newLogger(cfg, logw)
+	if cfg.RedisURL != "" {
+		return errors.New("RELAY_REDIS_URL is set, but this build has no Redis backplane yet; unset it to run a single node")
+	}
+	if cfg.JWTSecret == "" {
+		log.Warn("RELAY_JWT_SECRET is not set: anyone can connect as a guest")
+	}
+	if cfg.APIKey == "" {
+		log.Warn("RELAY_API_KEY is not set: POST /api/notify is open to anyone who can reach it")
+	}
+
+	b := broker.NewMemory()
+	defer b.Close()
+
+	m := metrics.New()
+	h := hub.New(hub.Options{
+		Node:             cfg.NodeID,
+		PresenceLimit:    cfg.PresenceLimit,
+		PresenceInterval: cfg.PresenceInterval,
+		Logger:           log,
+		Observer:         m,
+	}, b)
+	if err := h.Start(ctx); err != nil {
+		return fmt.Errorf("start hub: %w", err)
+	}
+	defer h.Close()
+
+	gin.SetMode(gin.ReleaseMode)
+	srv := server.New(cfg, h, b, m, log)
+	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	log.Info("relay listening", "addr", ln.Addr().String(), "node", cfg.NodeID, "broker", "memory", "config", cfg)
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- httpSrv.Serve(ln) }() // joined below on every path
+
+	select {
+	case err := <-serveErr:
+		srv.Shutdown(context.Background())
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+
+	log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+	srv.Drain()
+	// The signal's context is done; the shutdown gets a fresh one.
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := httpSrv.Shutdown(sctx); err != nil {
+		log.Warn("http shutdown", "err", err)
+	}
+	srv.Shutdown(sctx)
+	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}

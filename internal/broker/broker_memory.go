@@ -1,0 +1,129 @@
+package broker
+
+import (
+	"context"
+	"sync"
+)
+
+// Memory is the in-process broker: the default when no Redis is configured,
+// for a node that runs alone. Publish delivers synchronously, in the
+// publisher's goroutine, so per-publisher order is kept trivially and a
+// message is accepted exactly when it has been handed to every subscriber.
+type Memory struct {
+	bus *bus
+
+	mu     sync.Mutex
+	closed bool
+}
+
+var _ Broker = (*Memory)(nil)
+
+// bus is shared by the Memory brokers of one process (see Peer).
+type bus struct {
+	mu   sync.RWMutex
+	subs map[string]map[*Memory]Handler
+}
+
+// NewMemory returns an in-process broker.
+func NewMemory() *Memory {
+	return &Memory{bus: &bus{subs: make(map[string]map[*Memory]Handler)}}
+}
+
+// Peer returns another broker on the same in-process bus, as if it were a
+// second node. It lets tests run several hubs in one process.
+func (m *Memory) Peer() *Memory {
+	return &Memory{bus: m.bus}
+}
+
+func (m *Memory) isClosed() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.closed
+}
+
+// Publish hands payload to every subscriber of topic before returning.
+func (m *Memory) Publish(ctx context.Context, topic string, payload []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if m.isClosed() {
+		return ErrClosed
+	}
+	// Handlers run under the read lock: they only enqueue, and must not
+	// call back into the broker (see Handler).
+	m.bus.mu.RLock()
+	defer m.bus.mu.RUnlock()
+	for _, h := range m.bus.subs[topic] {
+		h(topic, payload)
+	}
+	return nil
+}
+
+// Subscribe sets this node's handler for topic.
+func (m *Memory) Subscribe(ctx context.Context, topic string, h Handler) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if m.isClosed() {
+		return ErrClosed
+	}
+	m.bus.mu.Lock()
+	defer m.bus.mu.Unlock()
+	nodes := m.bus.subs[topic]
+	if nodes == nil {
+		nodes = make(map[*Memory]Handler)
+		m.bus.subs[topic] = nodes
+	}
+	nodes[m] = h
+	return nil
+}
+
+// Unsubscribe removes this node's handler for topic.
+func (m *Memory) Unsubscribe(ctx context.Context, topic string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if m.isClosed() {
+		return ErrClosed
+	}
+	m.bus.mu.Lock()
+	defer m.bus.mu.Unlock()
+	m.bus.unsubscribeLocked(m, topic)
+	return nil
+}
+
+func (b *bus) unsubscribeLocked(m *Memory, topic string) {
+	nodes := b.subs[topic]
+	delete(nodes, m)
+	if len(nodes) == 0 {
+		delete(b.subs, topic)
+	}
+}
+
+// Ready is nil until Close.
+func (m *Memory) Ready(ctx context.Context) error {
+	if m.isClosed() {
+		return ErrClosed
+	}
+	return ctx.Err()
+}
+
+// Close drops this node's subscriptions.
+func (m *Memory) Close() error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	m.mu.Unlock()
+
+	m.bus.mu.Lock()
+	defer m.bus.mu.Unlock()
+	for topic, nodes := range m.bus.subs {
+		if _, ok := nodes[m]; ok {
+			m.bus.unsubscribeLocked(m, topic)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,180 @@
+package hub
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/relay/relay/internal/protocol"
+)
+
+// Client is one local connection registered with the hub.
+type Client struct {
+	id   uint64
+	user string
+	conn Conn
+
+	mu    sync.Mutex // guards rooms and gone
+	rooms []string   // at most protocol.MaxRooms, so a slice beats a map
+	gone  bool
+}
+
+// ID returns the connection's node-unique id.
+func (c *Client) ID() uint64 { return c.id }
+
+// User returns the connection's user name.
+func (c *Client) User() string { return c.user }
+
+type userEntry struct {
+	clients map[*Client]struct{}
+}
+
+// Register adds a connection for user, puts it in lobby and queues its
+// welcome as its first frame. From the welcome on it receives every event
+// for its rooms, its user and the whole node; the lobby's other members get
+// a join.
+func (h *Hub) Register(ctx context.Context, conn Conn, user string) (*Client, error) {
+	c := &Client{id: h.connSeq.Add(1), user: user, conn: conn, rooms: []string{protocol.Lobby}}
+	if err := h.subs.acquire(ctx, userTopic(user)); err != nil {
+		return nil, fmt.Errorf("subscribe to user %q: %w", user, err)
+	}
+	if err := h.subs.acquire(ctx, roomTopic(protocol.Lobby)); err != nil {
+		_ = h.subs.release(ctx, userTopic(user))
+		return nil, fmt.Errorf("subscribe to lobby: %w", err)
+	}
+
+	// Broadcasts are delivered under clientsMu, lobby messages under the
+	// room's lock: holding the first while the second queues the welcome
+	// means no event can slip in ahead of it.
+	h.clientsMu.Lock()
+	h.clients[c] = struct{}{}
+	u := h.users[user]
+	if u == nil {
+		u = &userEntry{clients: make(map[*Client]struct{})}
+		h.users[user] = u
+	}
+	u.clients[c] = struct{}{}
+	n, announce := h.addMember(c, protocol.Lobby, func(online int) protocol.Frame {
+		return h.welcomeFrame(c, online)
+	})
+	h.clientsMu.Unlock()
+
+	if announce {
+		h.announce(ctx, c, protocol.EventJoin, protocol.Lobby, n)
+	}
+	return c, nil
+}
+
+// Unregister removes a closed connection, announcing its leave in each of
+// its rooms. Safe to call once per Register.
+func (h *Hub) Unregister(ctx context.Context, c *Client) {
+	c.mu.Lock()
+	if c.gone {
+		c.mu.Unlock()
+		return
+	}
+	c.gone = true
+	rooms := slices.Clone(c.rooms)
+	c.rooms = nil
+	c.mu.Unlock()
+
+	h.clientsMu.Lock()
+	delete(h.clients, c)
+	if u := h.users[c.user]; u != nil {
+		delete(u.clients, c)
+		if len(u.clients) == 0 {
+			delete(h.users, c.user)
+		}
+	}
+	h.clientsMu.Unlock()
+
+	for _, room := range rooms {
+		n, announce := h.removeMember(c, room, nil)
+		if announce {
+			h.announce(ctx, nil, protocol.EventLeave, room, n)
+		}
+		h.releaseTopic(ctx, roomTopic(room))
+	}
+	h.releaseTopic(ctx, userTopic(c.user))
+}
+
+func (h *Hub) releaseTopic(ctx context.Context, topic string) {
+	if err := h.subs.release(ctx, topic); err != nil {
+		h.log.Warn("unsubscribe failed", "topic", topic, "err", err)
+	}
+}
+
+// Join adds c to room. c gets its own join at once; the room's other members
+// get it through the broker, or in the next presence event if the room is
+// big.
+func (h *Hub) Join(ctx context.Context, c *Client, room string) error {
+	c.mu.Lock()
+	switch {
+	case c.gone:
+		c.mu.Unlock()
+		return nil
+	case slices.Contains(c.rooms, room):
+		c.mu.Unlock()
+		return &protocol.Error{Code: protocol.ErrAlreadyMember, Text: "already in room " + room}
+	case len(c.rooms) >= protocol.MaxRooms:
+		c.mu.Unlock()
+		return &protocol.Error{Code: protocol.ErrTooManyRooms, Text: fmt.Sprintf("at most %d rooms at once", protocol.MaxRooms)}
+	}
+	// Claim the slot before the broker round trip so that two joins racing
+	// on one connection cannot both pass the checks above.
+	c.rooms = append(c.rooms, room)
+	c.mu.Unlock()
+
+	if err := h.subs.acquire(ctx, roomTopic(room)); err != nil {
+		c.mu.Lock()
+		c.rooms = slices.DeleteFunc(c.rooms, func(r string) bool { return r == room })
+		c.mu.Unlock()
+		return unavailable(err)
+	}
+	n, announce := h.addMember(c, room, func(online int) protocol.Frame {
+		return h.membershipFrame(protocol.EventJoin, c.user, room, online)
+	})
+	if announce {
+		h.announce(ctx, c, protocol.EventJoin, room, n)
+	}
+	return nil
+}
+
+// Leave removes c from room; c gets its own leave at once.
+func (h *Hub) Leave(ctx context.Context, c *Client, room string) error {
+	c.mu.Lock()
+	i := slices.Index(c.rooms, room)
+	if c.gone || i < 0 {
+		c.mu.Unlock()
+		return &protocol.Error{Code: protocol.ErrNotMember, Text: "not in room " + room}
+	}
+	c.rooms = slices.Delete(c.rooms, i, i+1)
+	c.mu.Unlock()
+
+	n, announce := h.removeMember(c, room, func(online int) protocol.Frame {
+		return h.membershipFrame(protocol.EventLeave, c.user, room, online)
+	})
+	if announce {
+		h.announce(ctx, c, protocol.EventLeave, room, n)
+	}
+	h.releaseTopic(ctx, roomTopic(room))
+	return nil
+}
+
+// Rooms returns the rooms c is in.
+func (c *Client) Rooms() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.rooms)
+}
+
+func (c *Client) inRoom(room string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Contains(c.rooms, room)
+}
+
+func unavailable(error) *protocol.Error {
+	return &protocol.Error{Code: protocol.ErrUnavailable, Text: "message broker unavailable, try again"}
+}

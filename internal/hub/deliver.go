@@ -1,0 +1,163 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/relay/relay/internal/protocol"
+)
+
+// Chat publishes a user's message to room, which c must be in. The frame is
+// encoded here, once, for every receiver on every node.
+func (h *Hub) Chat(ctx context.Context, c *Client, room string, data json.RawMessage) error {
+	if !c.inRoom(room) {
+		return &protocol.Error{Code: protocol.ErrNotMember, Text: "join room " + room + " before sending to it"}
+	}
+	frame, err := protocol.Encode(protocol.Chat{
+		Type: protocol.TypeMessage, Room: room, User: c.user, Data: data,
+		ID: h.newID(), TS: time.Now().UnixMilli(),
+	})
+	if err != nil {
+		return &protocol.Error{Code: protocol.ErrBadMessage, Text: "data is not valid JSON"}
+	}
+	if err := h.publish(ctx, roomTopic(room), 0, frame); err != nil {
+		return unavailable(err)
+	}
+	return nil
+}
+
+// Target says who a notification is for: everyone (both empty), a room's
+// members, or one user's connections.
+type Target struct {
+	Room string
+	User string
+}
+
+// Notify publishes a server notification and returns its id once the broker
+// has accepted it.
+func (h *Hub) Notify(ctx context.Context, to Target, text string) (string, error) {
+	id := h.newID()
+	frame, err := protocol.Encode(protocol.Notification{
+		Type: protocol.TypeNotification, Room: to.Room, User: to.User, Data: text,
+		ID: id, TS: time.Now().UnixMilli(),
+	})
+	if err != nil {
+		return "", fmt.Errorf("encode notification: %w", err)
+	}
+	topic := topicAll
+	switch {
+	case to.Room != "":
+		topic = roomTopic(to.Room)
+	case to.User != "":
+		topic = userTopic(to.User)
+	}
+	if err := h.publish(ctx, topic, 0, frame); err != nil {
+		return "", fmt.Errorf("publish notification: %w", err)
+	}
+	return id, nil
+}
+
+// deliver is the broker handler: it queues the frame inside payload for every
+// local receiver of topic. It only enqueues, so it never waits on a client.
+func (h *Hub) deliver(topic string, payload []byte) {
+	origin, except, frame, err := decodeWire(payload)
+	if err != nil {
+		h.log.Error("dropping broker message", "topic", topic, "err", err)
+		return
+	}
+	if string(origin) != h.opts.Node {
+		except = 0 // connection ids are per node
+	}
+
+	var sent, dropped int
+	send := func(c *Client) {
+		if c.id == except {
+			return
+		}
+		if c.conn.Send(frame) {
+			sent++
+		} else {
+			dropped++
+		}
+	}
+	switch {
+	case topic == topicAll:
+		h.clientsMu.RLock()
+		for c := range h.clients {
+			send(c)
+		}
+		h.clientsMu.RUnlock()
+	case strings.HasPrefix(topic, "room:"):
+		h.roomsMu.RLock()
+		r := h.rooms[topic[len("room:"):]]
+		h.roomsMu.RUnlock()
+		if r != nil {
+			r.mu.RLock()
+			for c := range r.members {
+				send(c)
+			}
+			r.mu.RUnlock()
+		}
+	case strings.HasPrefix(topic, "user:"):
+		h.clientsMu.RLock()
+		if u := h.users[topic[len("user:"):]]; u != nil {
+			for c := range u.clients {
+				send(c)
+			}
+		}
+		h.clientsMu.RUnlock()
+	}
+	h.obs.Delivered(sent)
+	if dropped > 0 {
+		h.obs.Dropped("slow", dropped)
+	}
+}
+
+// sendDirect queues a frame for one local client without the broker: a
+// client's own welcome, join and leave.
+func (h *Hub) sendDirect(c *Client, f protocol.Frame) {
+	if c.conn.Send(f) {
+		h.obs.Delivered(1)
+	} else {
+		h.obs.Dropped("slow", 1)
+	}
+}
+
+// SendError queues an error frame for c.
+func (h *Hub) SendError(c *Client, e *protocol.Error) {
+	h.sendDirect(c, protocol.EncodeError(e))
+}
+
+// Send queues a ready frame for c (a pong, say).
+func (h *Hub) Send(c *Client, f protocol.Frame) { h.sendDirect(c, f) }
+
+func (h *Hub) welcomeFrame(c *Client, online int) protocol.Frame {
+	return h.mustEncode(protocol.Welcome{
+		Type: protocol.TypeSystem, Event: protocol.EventWelcome, User: c.user, Node: h.opts.Node,
+		Room: protocol.Lobby, Online: online,
+		Data: fmt.Sprintf("欢迎 %s，当前在线: %d (%s)", c.user, online, protocol.Lobby),
+	})
+}
+
+func (h *Hub) membershipFrame(event, user, room string, online int) protocol.Frame {
+	text := fmt.Sprintf("新用户加入，当前在线: %d (%s joined %s)", online, user, room)
+	if event == protocol.EventLeave {
+		text = fmt.Sprintf("用户离开，当前在线: %d (%s left %s)", online, user, room)
+	}
+	return h.mustEncode(protocol.Membership{
+		Type: protocol.TypeSystem, Event: event, User: user, Room: room, Online: online, Data: text,
+	})
+}
+
+// mustEncode encodes the hub's own frames, whose fields are plain strings and
+// ints and cannot fail to marshal.
+func (h *Hub) mustEncode(v any) protocol.Frame {
+	f, err := protocol.Encode(v)
+	if err != nil {
+		panic(fmt.Sprintf("hub: encoding %T: %v", v, err))
+	}
+	return f
+}

@@ -1,0 +1,156 @@
+// Package hub holds a node's local connections, their rooms and users, and
+// fans out what the broker delivers. It knows nothing of HTTP or WebSocket
+// handshakes: a connection is anything that can queue a frame and be closed.
+package hub
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/relay/relay/internal/protocol"
+)
+
+// Conn is what the hub needs from a client connection.
+type Conn interface {
+	// Send queues a frame without blocking; false means it was not queued
+	// (the connection is closing or too slow, and is being closed).
+	Send(frame []byte) bool
+	// CloseWith closes politely after what is queued, within grace.
+	CloseWith(status uint16, reason string, grace time.Duration)
+}
+
+// Broker is what the hub needs from the pub/sub backplane.
+type Broker interface {
+	Publish(ctx context.Context, topic string, payload []byte) error
+	Subscribe(ctx context.Context, topic string, h func(topic string, payload []byte)) error
+	Unsubscribe(ctx context.Context, topic string) error
+}
+
+// Observer receives delivery counts, for metrics. Methods must not block.
+type Observer interface {
+	Delivered(n int)
+	Dropped(reason string, n int)
+}
+
+// Options configure a Hub.
+type Options struct {
+	Node             string
+	PresenceLimit    int           // rooms above this size get coalesced presence events
+	PresenceInterval time.Duration // at most one presence event per room per interval
+	Logger           *slog.Logger
+	Observer         Observer
+}
+
+// Hub is one node's view of the service. Create it with New, call Start, and
+// Close it after the server has stopped.
+type Hub struct {
+	opts   Options
+	broker Broker
+	log    *slog.Logger
+	obs    Observer
+
+	idPrefix string
+	seq      atomic.Uint64 // message ids
+	connSeq  atomic.Uint64 // connection ids, never 0
+
+	roomsMu sync.RWMutex
+	rooms   map[string]*room
+
+	clientsMu sync.RWMutex
+	clients   map[*Client]struct{}
+	users     map[string]*userEntry
+
+	subs *subscriptions
+
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+}
+
+// New returns a hub publishing through b.
+func New(opts Options, b Broker) *Hub {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Observer == nil {
+		opts.Observer = nopObserver{}
+	}
+	if opts.PresenceInterval <= 0 {
+		opts.PresenceInterval = time.Second
+	}
+	var r [4]byte
+	_, _ = rand.Read(r[:])
+	h := &Hub{
+		opts:     opts,
+		broker:   b,
+		log:      opts.Logger,
+		obs:      opts.Observer,
+		idPrefix: hex.EncodeToString(r[:]),
+		rooms:    make(map[string]*room),
+		clients:  make(map[*Client]struct{}),
+		users:    make(map[string]*userEntry),
+		stop:     make(chan struct{}),
+	}
+	h.subs = newSubscriptions(b, h.deliver)
+	return h
+}
+
+// Start subscribes to the broadcast topic and starts the presence ticker.
+func (h *Hub) Start(ctx context.Context) error {
+	if err := h.broker.Subscribe(ctx, topicAll, h.deliver); err != nil {
+		return fmt.Errorf("subscribe to broadcasts: %w", err)
+	}
+	h.wg.Add(1)
+	go h.presenceLoop()
+	return nil
+}
+
+// Close stops the presence ticker. It does not close clients (see CloseAll).
+// Idempotent.
+func (h *Hub) Close() {
+	h.stopOnce.Do(func() { close(h.stop) })
+	h.wg.Wait()
+}
+
+// Node returns this node's id.
+func (h *Hub) Node() string { return h.opts.Node }
+
+// Count returns the number of local connections.
+func (h *Hub) Count() int {
+	h.clientsMu.RLock()
+	defer h.clientsMu.RUnlock()
+	return len(h.clients)
+}
+
+// CloseAll closes every local connection with status and reason after what is
+// queued for it, allowing grace for each to finish.
+func (h *Hub) CloseAll(status uint16, reason string, grace time.Duration) {
+	h.clientsMu.RLock()
+	defer h.clientsMu.RUnlock()
+	for c := range h.clients {
+		c.conn.CloseWith(status, reason, grace)
+	}
+}
+
+// newID returns a message id unique across nodes: a random per-process
+// prefix and a counter.
+func (h *Hub) newID() string {
+	return h.idPrefix + "-" + strconv.FormatUint(h.seq.Add(1), 36)
+}
+
+// publish wraps frame for the broker and publishes it.
+func (h *Hub) publish(ctx context.Context, topic string, except uint64, frame protocol.Frame) error {
+	return h.broker.Publish(ctx, topic, encodeWire(h.opts.Node, except, frame))
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Delivered(int)       {}
+func (nopObserver) Dropped(string, int) {}

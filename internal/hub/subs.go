@@ -1,0 +1,97 @@
+package hub
+
+import (
+	"context"
+	"sync"
+)
+
+// subscriptions keeps the node subscribed to a topic exactly while something
+// local needs it: a room's topic while the room has local members, a user's
+// while the user has local connections. Broker calls may be network round
+// trips, so they run under the topic's own lock, never a hub-wide one.
+type subscriptions struct {
+	broker  Broker
+	handler func(topic string, payload []byte)
+
+	mu     sync.Mutex
+	topics map[string]*subscription
+}
+
+type subscription struct {
+	mu   sync.Mutex // held across the broker call
+	refs int
+	dead bool // removed from topics; acquire must start over
+}
+
+func newSubscriptions(b Broker, h func(string, []byte)) *subscriptions {
+	return &subscriptions{broker: b, handler: h, topics: make(map[string]*subscription)}
+}
+
+// acquire takes a reference on topic, subscribing if it is the first.
+func (s *subscriptions) acquire(ctx context.Context, topic string) error {
+	for {
+		s.mu.Lock()
+		sub := s.topics[topic]
+		if sub == nil {
+			sub = &subscription{}
+			s.topics[topic] = sub
+		}
+		s.mu.Unlock()
+
+		sub.mu.Lock()
+		if sub.dead {
+			sub.mu.Unlock()
+			continue
+		}
+		if sub.refs == 0 {
+			if err := s.broker.Subscribe(ctx, topic, s.handler); err != nil {
+				s.removeLocked(topic, sub)
+				sub.mu.Unlock()
+				return err
+			}
+		}
+		sub.refs++
+		sub.mu.Unlock()
+		return nil
+	}
+}
+
+// release drops a reference, unsubscribing with the last one. An
+// unsubscribe that fails leaves a stray subscription whose messages find no
+// local receiver: harmless, so it is only reported.
+func (s *subscriptions) release(ctx context.Context, topic string) error {
+	s.mu.Lock()
+	sub := s.topics[topic]
+	s.mu.Unlock()
+	if sub == nil {
+		return nil
+	}
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	if sub.dead || sub.refs == 0 {
+		return nil
+	}
+	sub.refs--
+	if sub.refs > 0 {
+		return nil
+	}
+	s.removeLocked(topic, sub)
+	return s.broker.Unsubscribe(ctx, topic)
+}
+
+// removeLocked marks sub dead and forgets it. sub.mu must be held.
+func (s *subscriptions) removeLocked(topic string, sub *subscription) {
+	sub.dead = true
+	s.mu.Lock()
+	if s.topics[topic] == sub {
+		delete(s.topics, topic)
+	}
+	s.mu.Unlock()
+}
+
+// count returns how many topics are subscribed, for tests and metrics.
+func (s *subscriptions) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.topics)
+}

@@ -1,0 +1,107 @@
+package protocol
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// Client frame types.
+const (
+	TypeMessage = "message"
+	TypeJoin    = "join"
+	TypeLeave   = "leave"
+	TypePing    = "ping"
+)
+
+// ClientFrame is one decoded, validated frame from a client.
+type ClientFrame struct {
+	Type string
+	Room string          // set for message, join and leave
+	Data json.RawMessage // set for message: any JSON value
+}
+
+type clientEnvelope struct {
+	Type string          `json:"type"`
+	Room *string         `json:"room"`
+	Data json.RawMessage `json:"data"`
+}
+
+// DecodeClient decodes one text frame. A frame whose first non-whitespace
+// byte is not '{' is a chat message to lobby carrying exactly that text, so
+// that people typing into wscat or websocat can just chat; anything that
+// starts with '{' must be a valid envelope.
+func DecodeClient(b []byte) (ClientFrame, *Error) {
+	i := 0
+	for i < len(b) && isSpace(b[i]) {
+		i++
+	}
+	if i == len(b) {
+		return ClientFrame{}, &Error{ErrBadMessage, "empty message"}
+	}
+	if b[i] != '{' {
+		text, err := json.Marshal(string(b))
+		if err != nil { // cannot happen for a string; keep the error path honest
+			return ClientFrame{}, &Error{ErrBadMessage, err.Error()}
+		}
+		return ClientFrame{Type: TypeMessage, Room: Lobby, Data: text}, nil
+	}
+
+	var env clientEnvelope
+	if err := json.Unmarshal(b, &env); err != nil {
+		return ClientFrame{}, &Error{ErrBadJSON, describeJSONError(err)}
+	}
+	f := ClientFrame{Type: env.Type}
+	if env.Room != nil {
+		f.Room = *env.Room
+	}
+	switch env.Type {
+	case TypePing:
+		return f, nil
+	case TypeMessage:
+		if env.Room == nil {
+			f.Room = Lobby
+		}
+		if len(env.Data) == 0 || string(env.Data) == "null" {
+			return ClientFrame{}, &Error{ErrBadMessage, "a message needs data"}
+		}
+		f.Data = env.Data
+	case TypeJoin, TypeLeave:
+		if env.Room == nil {
+			return ClientFrame{}, &Error{ErrBadRoom, env.Type + " needs a room"}
+		}
+	case "":
+		return ClientFrame{}, &Error{ErrUnknownType, "missing type"}
+	default:
+		return ClientFrame{}, &Error{ErrUnknownType, fmt.Sprintf("unknown type %q", truncate(env.Type, 32))}
+	}
+	if !ValidRoom(f.Room) {
+		return ClientFrame{}, &Error{ErrBadRoom, "room names are 1-64 of A-Z a-z 0-9 _ - . :"}
+	}
+	return f, nil
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
+
+func describeJSONError(err error) string {
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) {
+		return fmt.Sprintf("field %q must be a %s", typeErr.Field, jsonKind(typeErr.Type.Kind().String()))
+	}
+	return "malformed JSON"
+}
+
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "string", "ptr":
+		return "string"
+	}
+	return goKind
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}

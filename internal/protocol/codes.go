@@ -1,0 +1,52 @@
+package protocol
+
+// ErrorCode is the machine-readable code in an error frame. Clients switch on
+// it; the human text next to it may change between versions.
+type ErrorCode string
+
+// The error codes a client can receive. The README documents each one; keep
+// the two in step.
+const (
+	ErrBadJSON       ErrorCode = "bad_json"       // a frame starting with '{' that is not a valid envelope
+	ErrUnknownType   ErrorCode = "unknown_type"   // an envelope whose type relay does not know
+	ErrBadMessage    ErrorCode = "bad_message"    // a chat message without data, or an empty text frame
+	ErrBinary        ErrorCode = "binary"         // a binary frame: relay speaks JSON text frames
+	ErrBadRoom       ErrorCode = "bad_room"       // a room name outside 1–64 of A-Z a-z 0-9 _ - . :
+	ErrNotMember     ErrorCode = "not_member"     // a message to, or leave of, a room the client is not in
+	ErrAlreadyMember ErrorCode = "already_member" // a join of a room the client is already in
+	ErrTooManyRooms  ErrorCode = "too_many_rooms" // a join past MaxRooms
+	ErrRateLimited   ErrorCode = "rate_limited"   // a frame past the connection's rate limit; it was dropped
+	ErrUnavailable   ErrorCode = "unavailable"    // the broker could not accept the message; it was not sent
+)
+
+// Error is a client mistake reported back in an error frame. It never closes
+// the connection.
+type Error struct {
+	Code ErrorCode
+	Text string
+}
+
+func (e *Error) Error() string { return string(e.Code) + ": " + e.Text }
+
+// CloseCode is a WebSocket close status relay sends, with the short static
+// reason that goes with it. Reasons stay static so that clients and dashboards
+// can group on them.
+type CloseCode struct {
+	Status uint16
+	Reason string
+}
+
+// The close codes relay sends. 1009 (message too big) is sent by the
+// WebSocket library when a frame exceeds the read limit; it is listed so the
+// table is complete.
+var (
+	CloseTooSlow        = CloseCode{1008, "too slow"}
+	CloseMessageTooBig  = CloseCode{1009, "message too big"}
+	CloseServiceRestart = CloseCode{1012, "service restart"}
+)
+
+// MaxRooms is how many rooms one connection may be in at once, lobby counted.
+const MaxRooms = 100
+
+// Lobby is the room every connection starts in.
+const Lobby = "lobby"

@@ -1,0 +1,163 @@
+package protocol
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+)
+
+// Server frame types and system events.
+const (
+	TypeSystem       = "system"
+	TypeNotification = "notification"
+	TypeError        = "error"
+	TypePong         = "pong"
+
+	EventWelcome  = "welcome"
+	EventJoin     = "join"
+	EventLeave    = "leave"
+	EventPresence = "presence"
+)
+
+// Frame is a server frame ready for the wire: one complete, unmasked
+// WebSocket text frame (header and JSON payload). A message is encoded into a
+// Frame once and the same bytes go to every receiver, on every node.
+type Frame []byte
+
+// Payload returns the JSON inside the frame.
+func (f Frame) Payload() []byte {
+	switch n := f[1] & 0x7f; n {
+	case 126:
+		return f[4:]
+	case 127:
+		return f[10:]
+	default:
+		return f[2:]
+	}
+}
+
+// Welcome is the first frame on every connection.
+type Welcome struct {
+	Type   string `json:"type"`
+	Event  string `json:"event"`
+	User   string `json:"user"`
+	Node   string `json:"node"`
+	Room   string `json:"room"`
+	Online int    `json:"online"`
+	Data   string `json:"data"`
+}
+
+// Membership is a join or leave in a room.
+type Membership struct {
+	Type   string `json:"type"`
+	Event  string `json:"event"`
+	User   string `json:"user"`
+	Room   string `json:"room"`
+	Online int    `json:"online"`
+	Data   string `json:"data"`
+}
+
+// Presence summarises membership changes in a room too big for per-member
+// events.
+type Presence struct {
+	Type   string `json:"type"`
+	Event  string `json:"event"`
+	Room   string `json:"room"`
+	Online int    `json:"online"`
+	Joined int    `json:"joined"`
+	Left   int    `json:"left"`
+	Data   string `json:"data"`
+}
+
+// Chat is a user's message to a room.
+type Chat struct {
+	Type string          `json:"type"`
+	Room string          `json:"room"`
+	User string          `json:"user"`
+	Data json.RawMessage `json:"data"`
+	ID   string          `json:"id"`
+	TS   int64           `json:"ts"`
+}
+
+// Notification is a server-side message from POST /api/notify.
+type Notification struct {
+	Type string `json:"type"`
+	Room string `json:"room,omitempty"`
+	User string `json:"user,omitempty"`
+	Data string `json:"data"`
+	ID   string `json:"id"`
+	TS   int64  `json:"ts"`
+}
+
+// ErrorFrame reports a client mistake.
+type ErrorFrame struct {
+	Type  string    `json:"type"`
+	Code  ErrorCode `json:"code"`
+	Error string    `json:"error"`
+}
+
+// PongFrame answers a client's {"type":"ping"}.
+var PongFrame = mustEncode(struct {
+	Type string `json:"type"`
+}{TypePong})
+
+// EncodeError encodes an error frame for e.
+func EncodeError(e *Error) Frame {
+	return mustEncode(ErrorFrame{Type: TypeError, Code: e.Code, Error: e.Text})
+}
+
+// maxHeader is the longest WebSocket frame header a server sends (no mask).
+const maxHeader = 10
+
+// Encode marshals v to JSON and wraps it in a WebSocket text frame, with a
+// single allocation for both in the common case.
+func Encode(v any) (Frame, error) {
+	var buf bytes.Buffer
+	buf.Grow(256)
+	buf.Write(make([]byte, maxHeader)) // room for the header, filled in below
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	b := buf.Bytes()
+	b = b[:len(b)-1] // Encoder ends each value with a newline
+	return frameInPlace(b), nil
+}
+
+func mustEncode(v any) Frame {
+	f, err := Encode(v)
+	if err != nil {
+		panic("protocol: encoding a fixed server frame: " + err.Error())
+	}
+	return f
+}
+
+// TextFrame wraps an already-encoded JSON payload in a WebSocket text frame.
+func TextFrame(payload []byte) Frame {
+	b := make([]byte, maxHeader+len(payload))
+	copy(b[maxHeader:], payload)
+	return frameInPlace(b)
+}
+
+// frameInPlace writes the header into the maxHeader bytes reserved at the
+// front of b and returns the frame, which starts where the header does.
+func frameInPlace(b []byte) Frame {
+	n := len(b) - maxHeader
+	var start int
+	switch {
+	case n < 126:
+		start = maxHeader - 2
+		b[start+1] = byte(n)
+	case n <= 0xffff:
+		start = maxHeader - 4
+		b[start+1] = 126
+		binary.BigEndian.PutUint16(b[start+2:], uint16(n))
+	default:
+		start = 0
+		b[1] = 127
+		binary.BigEndian.PutUint64(b[2:], uint64(n))
+	}
+	b[start] = 0x81 // FIN + text
+	return Frame(b[start:])
+}

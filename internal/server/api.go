@@ -1,0 +1,131 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/relay/relay/internal/hub"
+	"github.com/relay/relay/internal/protocol"
+)
+
+const welcomeText = "欢迎访问实时服务\n" +
+	"relay: WebSocket chat at /ws; API: GET /api/data, POST /api/notify; health: /healthz, /readyz; metrics: /metrics\n"
+
+func (s *Server) handleRoot(c *gin.Context) {
+	c.String(http.StatusOK, welcomeText)
+}
+
+func (s *Server) handleData(c *gin.Context) {
+	c.JSON(http.StatusOK, gin.H{
+		"timestamp": time.Now().UnixMilli(),
+		"message":   "来自实时服务的数据",
+		"node":      s.hub.Node(),
+	})
+}
+
+func (s *Server) handleHealthz(c *gin.Context) {
+	c.JSON(http.StatusOK, gin.H{"status": "ok"})
+}
+
+func (s *Server) handleReadyz(c *gin.Context) {
+	if s.drained.Load() {
+		c.JSON(http.StatusServiceUnavailable, gin.H{"status": "draining"})
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.broker.Ready(ctx); err != nil {
+		c.JSON(http.StatusServiceUnavailable, gin.H{"status": "unavailable", "error": err.Error()})
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"status": "ready"})
+}
+
+// notifyRequest has pointer fields so that a missing field and an empty one
+// can be told apart, and a field of the wrong JSON type fails to decode.
+type notifyRequest struct {
+	Message *string `json:"message"`
+	Room    *string `json:"room"`
+	User    *string `json:"user"`
+}
+
+// maxUserName bounds the user field: JWT subjects can be long, but not that long.
+const maxUserName = 256
+
+func (s *Server) handleNotify(c *gin.Context) {
+	status, body := s.notify(c)
+	s.metrics.Notify.WithLabelValues(strconv.Itoa(status)).Inc()
+	c.JSON(status, body)
+}
+
+func (s *Server) notify(c *gin.Context) (int, gin.H) {
+	if !s.apiKey.Check(c.Request) {
+		return http.StatusUnauthorized, gin.H{"error": "missing or invalid API key (Authorization: Bearer <key>)"}
+	}
+	// JSON escapes can make a message of MaxMessageBytes up to six times
+	// longer on the wire; past that the body cannot be valid.
+	body := http.MaxBytesReader(c.Writer, c.Request.Body, int64(s.cfg.MaxMessageBytes)*6+4096)
+	var req notifyRequest
+	if err := json.NewDecoder(body).Decode(&req); err != nil {
+		return http.StatusBadRequest, gin.H{"error": describeBodyError(err, s.cfg.MaxMessageBytes)}
+	}
+	switch {
+	case req.Message == nil || *req.Message == "":
+		return http.StatusBadRequest, gin.H{"error": "message is required"}
+	case len(*req.Message) > s.cfg.MaxMessageBytes:
+		return http.StatusBadRequest, gin.H{"error": fmt.Sprintf("message is longer than %d bytes", s.cfg.MaxMessageBytes)}
+	case req.Room != nil && req.User != nil:
+		return http.StatusBadRequest, gin.H{"error": "give room or user, not both"}
+	}
+	var to hub.Target
+	if req.Room != nil {
+		if !protocol.ValidRoom(*req.Room) {
+			return http.StatusBadRequest, gin.H{"error": "room names are 1-64 of A-Z a-z 0-9 _ - . :"}
+		}
+		to.Room = *req.Room
+	}
+	if req.User != nil {
+		if *req.User == "" || len(*req.User) > maxUserName {
+			return http.StatusBadRequest, gin.H{"error": fmt.Sprintf("user must be 1-%d bytes", maxUserName)}
+		}
+		to.User = *req.User
+	}
+
+	ctx, cancel := context.WithTimeout(c.Request.Context(), 5*time.Second)
+	defer cancel()
+	id, err := s.hub.Notify(ctx, to, *req.Message)
+	if err != nil {
+		s.metrics.PublishErrors.Inc()
+		s.log.Warn("notify not accepted", "err", err)
+		return http.StatusServiceUnavailable, gin.H{"error": "message broker unavailable; the notification was not sent"}
+	}
+	return http.StatusOK, gin.H{"success": true, "id": id}
+}
+
+func describeBodyError(err error, maxMessage int) string {
+	var tooBig *http.MaxBytesError
+	var typeErr *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &tooBig):
+		return fmt.Sprintf("message is longer than %d bytes", maxMessage)
+	case errors.As(err, &typeErr):
+		return fmt.Sprintf("field %q must be a string", typeErr.Field)
+	case errors.Is(err, io.EOF):
+		return "request body is empty; want JSON {\"message\": \"...\"}"
+	default:
+		return "malformed JSON body"
+	}
+}
+
+func quote(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}

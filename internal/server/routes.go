@@ -1,0 +1,45 @@
+package server
+
+import (
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+)
+
+// routes is the whole HTTP surface of a node, in one place.
+func (s *Server) routes() http.Handler {
+	r := gin.New()
+	r.Use(gin.Recovery(), s.accessLog())
+	// With no trusted proxies, X-Forwarded-For is ignored and the client IP
+	// is the TCP peer; behind nginx, RELAY_TRUSTED_PROXIES names it.
+	if err := r.SetTrustedProxies(s.cfg.TrustedProxies); err != nil {
+		s.log.Error("trusted proxies", "err", err) // validated by config already
+	}
+	r.HandleMethodNotAllowed = true
+
+	r.GET("/", s.handleRoot)
+	r.GET("/api/data", s.handleData)
+	r.POST("/api/notify", s.handleNotify)
+	r.GET("/healthz", s.handleHealthz)
+	r.GET("/readyz", s.handleReadyz)
+	r.GET("/metrics", gin.WrapH(s.metrics.Handler()))
+	r.GET("/ws", gin.WrapF(s.handleWS))
+
+	r.NoRoute(func(c *gin.Context) { jsonError(c, http.StatusNotFound, "no such route") })
+	r.NoMethod(func(c *gin.Context) { jsonError(c, http.StatusMethodNotAllowed, "method not allowed") })
+	return r
+}
+
+// accessLog logs each request at debug level: at info, a busy node would log
+// mostly noise.
+func (s *Server) accessLog() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		c.Next()
+		s.log.Debug("http", "method", c.Request.Method, "path", c.Request.URL.Path,
+			"status", c.Writer.Status(), "ip", c.ClientIP())
+	}
+}
+
+func jsonError(c *gin.Context, status int, msg string) {
+	c.AbortWithStatusJSON(status, gin.H{"error": msg})
+}

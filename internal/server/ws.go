@@ -1,0 +1,256 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"net/url"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+	"golang.org/x/time/rate"
+
+	"github.com/relay/relay/internal/auth"
+	"github.com/relay/relay/internal/hub"
+	"github.com/relay/relay/internal/protocol"
+	"github.com/relay/relay/internal/wsconn"
+)
+
+// brokerTimeout bounds one broker call made for a client frame.
+const brokerTimeout = 5 * time.Second
+
+// handleWS checks everything it can before the upgrade, so that a refused
+// client gets an HTTP status and a JSON reason, then hands the connection to
+// a session goroutine and returns: the handler's stack and net/http's
+// buffers are freed, which is most of what an idle connection would cost.
+func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
+	user, status, msg := s.admit(r)
+	if status != 0 {
+		s.reject(w, status, msg)
+		return
+	}
+	if !s.reserveConn() {
+		s.reject(w, http.StatusServiceUnavailable, "connection limit reached")
+		return
+	}
+	if !s.startSession() {
+		s.conns.Add(-1)
+		s.reject(w, http.StatusServiceUnavailable, "server is shutting down")
+		return
+	}
+	started := false
+	defer func() {
+		if !started {
+			s.conns.Add(-1)
+			s.sessions.Done()
+		}
+	}()
+
+	up := s.pool.Upgrade(w)
+	ws, err := websocket.Accept(up, r, &websocket.AcceptOptions{
+		OriginPatterns:  s.cfg.AllowedOrigins,
+		CompressionMode: websocket.CompressionDisabled,
+	})
+	if err != nil {
+		s.metrics.Rejected.WithLabelValues("handshake").Inc()
+		return // Accept has answered
+	}
+	ws.SetReadLimit(int64(s.cfg.MaxMessageBytes))
+	conn := up.Conn()
+
+	ctx, cancel := context.WithTimeout(context.Background(), brokerTimeout)
+	client, err := s.hub.Register(ctx, conn, user)
+	cancel()
+	if err != nil {
+		s.log.Warn("register failed", "user", user, "err", err)
+		s.metrics.Rejected.WithLabelValues("unavailable").Inc()
+		conn.CloseWith(1013, "try again later", time.Second)
+		_ = ws.CloseNow()
+		return
+	}
+	if s.drained.Load() {
+		// Shutdown began after the check above: CloseAll may have run
+		// before this client was registered, so close it here.
+		conn.CloseWith(protocol.CloseServiceRestart.Status, protocol.CloseServiceRestart.Reason, time.Second)
+	}
+	s.metrics.Connections.Inc()
+	s.metrics.ConnectionsTotal.Inc()
+	started = true
+	go s.session(ws, client) // joined by Shutdown through s.sessions
+}
+
+// admit authenticates the upgrade request and picks the user name. A
+// non-zero status means refuse with msg.
+func (s *Server) admit(r *http.Request) (user string, status int, msg string) {
+	if s.drained.Load() {
+		return "", http.StatusServiceUnavailable, "server is shutting down"
+	}
+	if !s.originAllowed(r) {
+		return "", http.StatusForbidden, "origin not allowed"
+	}
+	if s.verifier.Enabled() {
+		token := auth.TokenFromRequest(r)
+		if token == "" {
+			return "", http.StatusUnauthorized, "missing token (Authorization: Bearer or ?token=)"
+		}
+		sub, err := s.verifier.User(token)
+		if err != nil {
+			return "", http.StatusUnauthorized, err.Error()
+		}
+		return sub, 0, ""
+	}
+	name := r.URL.Query().Get("name")
+	if name == "" {
+		return guestName(), 0, ""
+	}
+	if !protocol.ValidName(name) {
+		return "", http.StatusBadRequest, "name must be 1-32 of A-Z a-z 0-9 _ - ."
+	}
+	return name, 0, ""
+}
+
+func (s *Server) reject(w http.ResponseWriter, status int, msg string) {
+	reason := map[int]string{
+		http.StatusBadRequest: "bad_name", http.StatusUnauthorized: "unauthorized",
+		http.StatusForbidden: "origin", http.StatusServiceUnavailable: "unavailable",
+	}[status]
+	s.metrics.Rejected.WithLabelValues(reason).Inc()
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(`{"error":` + quote(msg) + "}\n"))
+}
+
+// originAllowed refuses cross-site browser upgrades unless the origin matches
+// RELAY_ALLOWED_ORIGINS. Clients that send no Origin (CLIs, servers) are not
+// browsers and cannot be cross-site-scripted, so they pass. The WebSocket
+// library checks again with the same patterns.
+func (s *Server) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	if strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	for _, p := range s.cfg.AllowedOrigins {
+		target := u.Host
+		if strings.Contains(p, "://") {
+			target = u.Scheme + "://" + u.Host
+		}
+		if ok, _ := path.Match(strings.ToLower(p), strings.ToLower(target)); ok {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) reserveConn() bool {
+	max := int64(s.cfg.MaxConnections)
+	for {
+		n := s.conns.Load()
+		if max > 0 && n >= max {
+			return false
+		}
+		if s.conns.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+func guestName() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return "guest-" + hex.EncodeToString(b[:])
+}
+
+// session is a connection's one reader: it reads frames until the
+// connection closes, then unregisters the client (announcing its leave).
+func (s *Server) session(ws *websocket.Conn, c *hub.Client) {
+	defer s.sessions.Done()
+	defer s.conns.Add(-1)
+	defer s.metrics.Connections.Dec()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), brokerTimeout)
+		defer cancel()
+		s.hub.Unregister(ctx, c)
+	}()
+	defer ws.CloseNow() //nolint:errcheck // closing an ended connection has nothing to report
+
+	var limiter *rate.Limiter
+	if s.cfg.RateLimit > 0 {
+		limiter = rate.NewLimiter(rate.Limit(s.cfg.RateLimit), max(1, int(2*s.cfg.RateLimit)))
+	}
+	for {
+		// A context that is never cancelled costs the library nothing per
+		// read; the session ends when the socket closes.
+		typ, data, err := ws.Read(context.Background())
+		if err != nil {
+			s.logReadEnd(c, err)
+			return
+		}
+		if limiter != nil && !limiter.Allow() {
+			s.metrics.DroppedMsgs.WithLabelValues("rate_limited").Inc()
+			s.clientError(c, &protocol.Error{Code: protocol.ErrRateLimited, Text: "too many frames; this one was dropped"})
+			continue
+		}
+		if typ != websocket.MessageText {
+			s.metrics.Received.WithLabelValues("binary").Inc()
+			s.clientError(c, &protocol.Error{Code: protocol.ErrBinary, Text: "relay speaks JSON text frames"})
+			continue
+		}
+		s.handleFrame(c, data)
+	}
+}
+
+func (s *Server) handleFrame(c *hub.Client, data []byte) {
+	f, perr := protocol.DecodeClient(data)
+	if perr != nil {
+		s.metrics.Received.WithLabelValues("invalid").Inc()
+		s.clientError(c, perr)
+		return
+	}
+	s.metrics.Received.WithLabelValues(f.Type).Inc()
+	ctx, cancel := context.WithTimeout(context.Background(), brokerTimeout)
+	defer cancel()
+	var err error
+	switch f.Type {
+	case protocol.TypePing:
+		s.hub.Send(c, protocol.PongFrame)
+	case protocol.TypeMessage:
+		err = s.hub.Chat(ctx, c, f.Room, f.Data)
+	case protocol.TypeJoin:
+		err = s.hub.Join(ctx, c, f.Room)
+	case protocol.TypeLeave:
+		err = s.hub.Leave(ctx, c, f.Room)
+	}
+	var perr2 *protocol.Error
+	if errors.As(err, &perr2) {
+		if perr2.Code == protocol.ErrUnavailable {
+			s.metrics.PublishErrors.Inc()
+		}
+		s.clientError(c, perr2)
+	}
+}
+
+func (s *Server) clientError(c *hub.Client, e *protocol.Error) {
+	s.metrics.ClientErrors.WithLabelValues(string(e.Code)).Inc()
+	s.hub.SendError(c, e)
+}
+
+func (s *Server) logReadEnd(c *hub.Client, err error) {
+	status := websocket.CloseStatus(err)
+	if status == websocket.StatusMessageTooBig || errors.Is(err, websocket.ErrMessageTooBig) {
+		s.metrics.Disconnects.WithLabelValues("too_big").Inc()
+	}
+	s.log.Debug("connection closed", "user", c.User(), "id", c.ID(), "status", int(status), "err", err)
+}
+
+var _ hub.Conn = (*wsconn.Conn)(nil)
