@@ -92,7 +92,7 @@ func (h *Hub) Unregister(ctx context.Context, c *Client) {
 	for _, room := range rooms {
 		n, announce := h.removeMember(c, room, nil)
 		if announce {
-			h.announce(ctx, nil, protocol.EventLeave, room, n)
+			h.announce(ctx, c, protocol.EventLeave, room, n)
 		}
 		h.releaseTopic(ctx, roomTopic(room))
 	}

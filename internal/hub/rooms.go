@@ -111,15 +111,10 @@ func (h *Hub) RoomSize(name string) int {
 	return len(r.members)
 }
 
-// announce tells a room's members, through the broker, that user joined or
-// left; except (the member who already got its own copy) is skipped.
-func (h *Hub) announce(ctx context.Context, except *Client, event, room string, online int) {
-	var user string
-	var exceptID uint64
-	if except != nil {
-		exceptID = except.id
-		user = except.user
-	}
+// announce tells a room's members, through the broker, that c joined or
+// left. c itself is skipped: it got its own copy directly, or is gone.
+func (h *Hub) announce(ctx context.Context, c *Client, event, room string, online int) {
+	user, exceptID := c.user, c.id
 	frame := h.membershipFrame(event, user, room, online)
 	if err := h.publish(ctx, roomTopic(room), exceptID, frame); err != nil {
 		h.log.Warn("announce failed", "event", event, "room", room, "err", err)

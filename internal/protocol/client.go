@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,11 +41,7 @@ func DecodeClient(b []byte) (ClientFrame, *Error) {
 		return ClientFrame{}, &Error{ErrBadMessage, "empty message"}
 	}
 	if b[i] != '{' {
-		text, err := json.Marshal(string(b))
-		if err != nil { // cannot happen for a string; keep the error path honest
-			return ClientFrame{}, &Error{ErrBadMessage, err.Error()}
-		}
-		return ClientFrame{Type: TypeMessage, Room: Lobby, Data: text}, nil
+		return ClientFrame{Type: TypeMessage, Room: Lobby, Data: quoteText(b)}, nil
 	}
 
 	var env clientEnvelope
@@ -79,6 +76,16 @@ func DecodeClient(b []byte) (ClientFrame, *Error) {
 		return ClientFrame{}, &Error{ErrBadRoom, "room names are 1-64 of A-Z a-z 0-9 _ - . :"}
 	}
 	return f, nil
+}
+
+// quoteText returns text as a JSON string, leaving <, > and & as they are
+// so that terminal users read what was typed.
+func quoteText(text []byte) json.RawMessage {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(string(text)) // a string always encodes
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }

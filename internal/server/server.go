@@ -42,7 +42,7 @@ type Server struct {
 
 	mu       sync.Mutex // guards draining against sessions.Add
 	draining bool
-	drained  atomic.Bool   // mirrors draining for lock-free reads
+	drained  atomic.Bool    // mirrors draining for lock-free reads
 	sessions sync.WaitGroup // one per WebSocket connection, upgrade to cleanup
 	shutOnce sync.Once
 }

@@ -1,0 +1,186 @@
+package server_test
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestRootAndData(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, map[string]string{"RELAY_NODE_ID": "node-a"})
+
+	status, body := request(t, http.MethodGet, n.url+"/", "", "")
+	if status != 200 || !strings.Contains(body["text"].(string), "欢迎访问实时服务") || !strings.Contains(body["text"].(string), "/ws") {
+		t.Fatalf("GET / = %d %q", status, body["text"])
+	}
+
+	before := time.Now().UnixMilli()
+	status, body = request(t, http.MethodGet, n.url+"/api/data", "", "")
+	if status != 200 {
+		t.Fatalf("GET /api/data = %d", status)
+	}
+	ts, _ := body["timestamp"].(float64)
+	if int64(ts) < before || int64(ts) > time.Now().UnixMilli() {
+		t.Errorf("timestamp %v is not now (unix ms)", body["timestamp"])
+	}
+	if body["node"] != "node-a" || body["message"] == "" {
+		t.Errorf("body = %v", body)
+	}
+}
+
+func TestHealthReadyMetrics(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, nil)
+	if status, _ := request(t, http.MethodGet, n.url+"/healthz", "", ""); status != 200 {
+		t.Errorf("healthz = %d", status)
+	}
+	if status, body := request(t, http.MethodGet, n.url+"/readyz", "", ""); status != 200 {
+		t.Errorf("readyz = %d %v", status, body)
+	}
+
+	c := dial(t, n.wsURL("name=metric"), nil)
+	c.welcome()
+	resp, err := http.Get(n.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"relay_connections 1", "relay_messages_delivered_total", "process_resident_memory_bytes", "go_goroutines"} {
+		if !strings.Contains(string(text), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+
+	// A broker that cannot deliver makes the node unready but still alive.
+	_ = n.broker.Close()
+	if status, body := request(t, http.MethodGet, n.url+"/readyz", "", ""); status != 503 {
+		t.Errorf("readyz with closed broker = %d %v", status, body)
+	}
+	if status, _ := request(t, http.MethodGet, n.url+"/healthz", "", ""); status != 200 {
+		t.Errorf("healthz with closed broker = %d", status)
+	}
+}
+
+func TestNotifyValidation(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, map[string]string{"RELAY_MAX_MESSAGE_BYTES": "1024"})
+	long := strings.Repeat("x", 1025)
+	for _, tc := range []struct {
+		name, body string
+		status     int
+		errHas     string
+	}{
+		{"bad json", `{"message":`, 400, "malformed"},
+		{"not an object", `"hi"`, 400, ""},
+		{"empty body", ``, 400, "empty"},
+		{"missing message", `{"room":"lobby"}`, 400, "message is required"},
+		{"empty message", `{"message":""}`, 400, "message is required"},
+		{"message too long", fmt.Sprintf(`{"message":%q}`, long), 400, "longer than 1024"},
+		{"message wrong type", `{"message":42}`, 400, `"message" must be a string`},
+		{"room wrong type", `{"message":"hi","room":7}`, 400, `"room" must be a string`},
+		{"room and user", `{"message":"hi","room":"a","user":"b"}`, 400, "not both"},
+		{"bad room", `{"message":"hi","room":"no spaces"}`, 400, "room names"},
+		{"empty user", `{"message":"hi","user":""}`, 400, "user must be"},
+		{"unknown fields ignored", `{"message":"hi","priority":"high"}`, 200, ""},
+		{"exactly max", fmt.Sprintf(`{"message":%q}`, long[:1024]), 200, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body := notify(t, n, tc.body)
+			if status != tc.status {
+				t.Fatalf("status = %d, want %d (%v)", status, tc.status, body)
+			}
+			if tc.status == 200 {
+				if body["success"] != true || body["id"] == "" {
+					t.Fatalf("body = %v", body)
+				}
+				return
+			}
+			msg, _ := body["error"].(string)
+			if msg == "" || !strings.Contains(msg, tc.errHas) {
+				t.Fatalf("error = %q, want it to mention %q", msg, tc.errHas)
+			}
+		})
+	}
+}
+
+func TestNotifyAPIKey(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, map[string]string{"RELAY_API_KEY": "s3cret"})
+	for _, key := range []string{"", "wrong", "s3cret2"} {
+		status, body := request(t, http.MethodPost, n.url+"/api/notify", key, `{"message":"hi"}`)
+		if status != 401 || body["error"] == nil {
+			t.Errorf("key %q: %d %v, want 401 with error", key, status, body)
+		}
+	}
+	if status, body := notify(t, n, `{"message":"hi"}`); status != 200 {
+		t.Errorf("right key: %d %v", status, body)
+	}
+}
+
+func TestNotifyBrokerDown(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, nil)
+	_ = n.broker.Close()
+	status, body := notify(t, n, `{"message":"lost?"}`)
+	if status != 503 || body["error"] == nil || body["success"] != nil {
+		t.Fatalf("notify with broker down = %d %v, want 503 with an error", status, body)
+	}
+}
+
+func TestNotifyDelivery(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, nil)
+	alice := dial(t, n.wsURL("name=alice"), nil)
+	alice.welcome()
+	bob := dial(t, n.wsURL("name=bob"), nil)
+	bob.welcome()
+	alice.expect("bob's join", isEvent("join", "bob", "lobby"))
+	// carol leaves lobby: "everyone" must still reach her, a room must not.
+	carol := dial(t, n.wsURL("name=carol"), nil)
+	carol.welcome()
+	carol.sendJSON(map[string]string{"type": "leave", "room": "lobby"})
+	carol.expect("own leave", isEvent("leave", "carol", "lobby"))
+	bob.sendJSON(map[string]string{"type": "join", "room": "ops"})
+	bob.expect("own join", isEvent("join", "bob", "ops"))
+
+	isNote := func(text string) func(frame) bool {
+		return func(f frame) bool { return f.Type == "notification" && f.text() == text }
+	}
+
+	status, body := notify(t, n, `{"message":"to all"}`)
+	if status != 200 {
+		t.Fatalf("notify: %d %v", status, body)
+	}
+	for _, c := range []*client{alice, bob, carol} {
+		f := c.expect("broadcast", isNote("to all"))
+		if f.ID != body["id"] || f.TS == 0 || f.Room != "" {
+			t.Errorf("notification %s: want id %v, a ts and no room", f, body["id"])
+		}
+	}
+
+	notify(t, n, `{"message":"ops only","room":"ops"}`)
+	notify(t, n, `{"message":"alice only","user":"alice"}`)
+	notify(t, n, `{"message":"marker"}`)
+	if f := bob.expect("room notification", isNote("ops only")); f.Room != "ops" {
+		t.Errorf("room notification lacks its room: %s", f)
+	}
+	alice.expect("user notification", isNote("alice only"))
+	notOps := func(f frame) bool { return isNote("ops only")(f) }
+	alice.quietUntil(isNote("marker"), notOps)
+	carol.quietUntil(isNote("marker"), func(f frame) bool { return notOps(f) || isNote("alice only")(f) })
+	bob.quietUntil(isNote("marker"), isNote("alice only"))
+}
+
+func TestUnknownRouteIsJSON(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, nil)
+	status, body := request(t, http.MethodGet, n.url+"/nope", "", "")
+	if status != 404 || body["error"] == nil {
+		t.Fatalf("GET /nope = %d %v", status, body)
+	}
+}
