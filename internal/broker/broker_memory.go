@@ -64,11 +64,13 @@ func (m *Memory) Subscribe(ctx context.Context, topic string, h Handler) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	// Checked under the bus lock, so that a Close cannot run between the
+	// check and the subscription and leave a closed broker subscribed.
+	m.bus.mu.Lock()
+	defer m.bus.mu.Unlock()
 	if m.isClosed() {
 		return ErrClosed
 	}
-	m.bus.mu.Lock()
-	defer m.bus.mu.Unlock()
 	nodes := m.bus.subs[topic]
 	if nodes == nil {
 		nodes = make(map[*Memory]Handler)
@@ -83,11 +85,11 @@ func (m *Memory) Unsubscribe(ctx context.Context, topic string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	m.bus.mu.Lock()
+	defer m.bus.mu.Unlock()
 	if m.isClosed() {
 		return ErrClosed
 	}
-	m.bus.mu.Lock()
-	defer m.bus.mu.Unlock()
 	m.bus.unsubscribeLocked(m, topic)
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"unicode/utf8"
 )
 
 // Client frame types.
@@ -33,6 +34,11 @@ type clientEnvelope struct {
 // that people typing into wscat or websocat can just chat; anything that
 // starts with '{' must be a valid envelope.
 func DecodeClient(b []byte) (ClientFrame, *Error) {
+	// Browsers drop a connection that receives invalid UTF-8 in a text
+	// frame (RFC 6455 §8.1): relaying it would disconnect a whole room.
+	if !utf8.Valid(b) {
+		return ClientFrame{}, &Error{ErrBadMessage, "text frames must be valid UTF-8"}
+	}
 	i := 0
 	for i < len(b) && isSpace(b[i]) {
 		i++

@@ -77,6 +77,9 @@ func FuzzDecodeClient(f *testing.F) {
 			if !json.Valid(fr.Data) {
 				t.Fatalf("DecodeClient(%q): message data %q is not valid JSON", in, fr.Data)
 			}
+			if !utf8.Valid(fr.Data) {
+				t.Fatalf("DecodeClient(%q): message data %q is not valid UTF-8: browsers would drop the connection", in, fr.Data)
+			}
 			if string(fr.Data) == "null" {
 				t.Fatalf("DecodeClient(%q): message with null data", in)
 			}
@@ -98,7 +101,7 @@ func FuzzDecodeClient(f *testing.F) {
 			if jerr := json.Unmarshal(fr.Data, &s); jerr != nil {
 				t.Fatalf("DecodeClient(%q): plain text data %q is not a JSON string", in, fr.Data)
 			}
-			if utf8.Valid(in) && s != string(in) {
+			if s != string(in) {
 				t.Fatalf("DecodeClient(%q): plain text changed to %q", in, s)
 			}
 		}

@@ -57,6 +57,8 @@ func TestDecodeClient(t *testing.T) {
 		{name: "plain/number is text", in: `42`, wantType: "message", wantRoom: "lobby", plain: true},
 		{name: "plain/brace later is text", in: `x{"type":"join","room":"a"}`, wantType: "message", wantRoom: "lobby", plain: true},
 		{name: "plain/control chars", in: "a\x00b\x1fc", wantType: "message", wantRoom: "lobby", plain: true},
+		{name: "invalid utf-8/plain", in: "caf\xe9", wantCode: ok(protocol.ErrBadMessage), wantText: "UTF-8"},
+		{name: "invalid utf-8/in data", in: "{\"type\":\"message\",\"data\":\"\xff\"}", wantCode: ok(protocol.ErrBadMessage), wantText: "UTF-8"},
 
 		// Message envelopes.
 		{name: "message/default room lobby", in: `{"type":"message","data":"hi"}`, wantType: "message", wantRoom: "lobby", wantData: `"hi"`},
@@ -699,4 +701,17 @@ func trunc(b []byte) string {
 		return string(b[:200]) + "…"
 	}
 	return string(b)
+}
+
+// Plain text reaches the room as typed: <, > and & are not turned into
+// \u003c-style escapes (receivers may be terminals, not browsers).
+func TestDecodeClientPlainTextNotHTMLEscaped(t *testing.T) {
+	t.Parallel()
+	f, err := protocol.DecodeClient([]byte(`a <b> & "c"`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(f.Data), `"a <b> & \"c\""`; got != want {
+		t.Fatalf("Data = %s; want %s", got, want)
+	}
 }

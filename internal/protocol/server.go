@@ -109,8 +109,9 @@ func EncodeError(e *Error) Frame {
 // maxHeader is the longest WebSocket frame header a server sends (no mask).
 const maxHeader = 10
 
-// Encode marshals v to JSON and wraps it in a WebSocket text frame, with a
-// single allocation for both in the common case.
+// Encode marshals v to JSON and wraps it in a WebSocket text frame, writing
+// the JSON straight after room reserved for the header, so no copy is needed
+// to frame it.
 func Encode(v any) (Frame, error) {
 	var buf bytes.Buffer
 	buf.Grow(256)

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every relay test on a fresh Debian machine: installs what the tests
+# need from Debian's packages when it is missing, then runs the Go tests with
+# the race detector (fuzz seed corpora included) and vets the code.
+#
+#   ./deploy/test.sh            # everything
+#   ./deploy/test.sh -run Chat  # extra flags go to `go test`
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests drive for real, by the command each provides.
+need_packages() {
+	local missing=()
+	local cmd pkg
+	for pair in "$@"; do
+		cmd=${pair%%:*} pkg=${pair##*:}
+		command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("$pkg")
+	done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	echo "test.sh: installing ${missing[*]} from Debian's packages" >&2
+	local sudo=""
+	[ "$(id -u)" -eq 0 ] || sudo="sudo"
+	$sudo apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# (none yet for the core node; the Redis backplane adds redis-server and nginx)
+need_packages
+
+echo "test.sh: go vet" >&2
+go vet ./...
+echo "test.sh: go test -race" >&2
+go test -race -count=1 -timeout 20m "$@" ./...
