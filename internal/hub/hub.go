@@ -7,7 +7,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -103,13 +102,39 @@ func New(opts Options, b Broker) *Hub {
 }
 
 // Start subscribes to the broadcast topic and starts the presence ticker.
+// If the broker is unreachable it keeps trying in the background, so that a
+// cluster can start in any order; the node reports unready meanwhile.
 func (h *Hub) Start(ctx context.Context) error {
-	if err := h.broker.Subscribe(ctx, topicAll, h.deliver); err != nil {
-		return fmt.Errorf("subscribe to broadcasts: %w", err)
-	}
 	h.wg.Add(1)
 	go h.presenceLoop()
+	if err := h.broker.Subscribe(ctx, topicAll, h.deliver); err != nil {
+		h.log.Warn("broker unavailable; subscribing to broadcasts in the background", "err", err)
+		h.wg.Add(1)
+		go h.subscribeAllUntilDone()
+	}
 	return nil
+}
+
+// subscribeAllUntilDone retries the broadcast subscription until it succeeds
+// or the hub closes.
+func (h *Hub) subscribeAllUntilDone() {
+	defer h.wg.Done()
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		err := h.broker.Subscribe(ctx, topicAll, h.deliver)
+		cancel()
+		if err == nil {
+			h.log.Info("subscribed to broadcasts")
+			return
+		}
+	}
 }
 
 // Close stops the presence ticker. It does not close clients (see CloseAll).

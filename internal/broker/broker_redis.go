@@ -1,0 +1,277 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis is the backplane for a cluster: every node publishes to and
+// subscribes on one Redis server, so a message published on any node
+// reaches the subscribers on every node.
+//
+// Redis PUB/SUB delivers at most once: a message published while a node is
+// disconnected from Redis is not replayed to it. The node resubscribes to
+// everything it needs when Redis returns.
+type Redis struct {
+	client *redis.Client
+	pubsub *redis.PubSub
+	prefix string
+	log    *slog.Logger
+
+	mu       sync.Mutex
+	handlers map[string]Handler         // by full channel name
+	waiting  map[string][]chan struct{} // Subscribe calls awaiting Redis's confirmation
+
+	healthy atomic.Bool // the subscription connection is up
+	closed  atomic.Bool
+	stop    context.CancelFunc
+	done    chan struct{}
+}
+
+var _ Broker = (*Redis)(nil)
+
+// RedisOptions configure NewRedis.
+type RedisOptions struct {
+	URL    string // redis:// or rediss://, with password and db if any
+	Prefix string // of every channel; "relay:" by default
+	Logger *slog.Logger
+}
+
+// NewRedis connects to Redis lazily: a node started before Redis is
+// reachable keeps retrying in the background instead of failing, and Ready
+// reports the outage until it ends.
+func NewRedis(opts RedisOptions) (*Redis, error) {
+	ropts, err := redis.ParseURL(opts.URL)
+	if err != nil {
+		return nil, fmt.Errorf("parse redis url: %w", err)
+	}
+	// Fail fast during an outage: a notify must answer 503 in about a
+	// second, not after go-redis's default retries and 5s dial timeout.
+	ropts.DialTimeout = time.Second
+	ropts.ReadTimeout = 2 * time.Second
+	ropts.WriteTimeout = 2 * time.Second
+	ropts.PoolTimeout = 2 * time.Second
+	ropts.MaxRetries = 1
+	if opts.Prefix == "" {
+		opts.Prefix = "relay:"
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	client := redis.NewClient(ropts)
+	ctx, stop := context.WithCancel(context.Background())
+	r := &Redis{
+		client:   client,
+		pubsub:   client.Subscribe(ctx), // no channels yet: connects on first use
+		prefix:   opts.Prefix,
+		log:      opts.Logger,
+		handlers: make(map[string]Handler),
+		waiting:  make(map[string][]chan struct{}),
+		stop:     stop,
+		done:     make(chan struct{}),
+	}
+	go r.receive(ctx) // joined by Close
+	return r, nil
+}
+
+// Client returns the underlying Redis client, for the presence counter that
+// shares the connection pool.
+func (r *Redis) Client() *redis.Client { return r.client }
+
+// Prefix returns the key prefix.
+func (r *Redis) Prefix() string { return r.prefix }
+
+// Publish sends payload to every node subscribed to topic.
+func (r *Redis) Publish(ctx context.Context, topic string, payload []byte) error {
+	if r.closed.Load() {
+		return ErrClosed
+	}
+	if err := r.client.Publish(ctx, r.prefix+topic, payload).Err(); err != nil {
+		return fmt.Errorf("redis publish: %w", err)
+	}
+	return nil
+}
+
+// Subscribe sets the handler for topic and returns once Redis has confirmed
+// the subscription, so that anything published after it returns arrives.
+// During an outage it fails and leaves nothing subscribed. Subscriptions
+// made before an outage are restored when Redis returns.
+func (r *Redis) Subscribe(ctx context.Context, topic string, h Handler) error {
+	if r.closed.Load() {
+		return ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	ch := r.prefix + topic
+	confirmed := make(chan struct{})
+	r.mu.Lock()
+	r.handlers[ch] = h
+	r.waiting[ch] = append(r.waiting[ch], confirmed)
+	r.mu.Unlock()
+
+	err := r.pubsub.Subscribe(ctx, ch)
+	if err == nil {
+		select {
+		case <-confirmed:
+			return nil
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	// Not subscribed: undo, or go-redis would resubscribe it on reconnect
+	// behind the caller's back.
+	r.forgetWaiter(ch, confirmed)
+	r.mu.Lock()
+	delete(r.handlers, ch)
+	r.mu.Unlock()
+	_ = r.pubsub.Unsubscribe(context.WithoutCancel(ctx), ch)
+	return fmt.Errorf("redis subscribe %s: %w", ch, err)
+}
+
+func (r *Redis) forgetWaiter(ch string, w chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ws := r.waiting[ch]
+	for i, x := range ws {
+		if x == w {
+			r.waiting[ch] = append(ws[:i], ws[i+1:]...)
+			break
+		}
+	}
+	if len(r.waiting[ch]) == 0 {
+		delete(r.waiting, ch)
+	}
+}
+
+// Unsubscribe stops delivery for topic at once; Redis is told as well.
+func (r *Redis) Unsubscribe(ctx context.Context, topic string) error {
+	if r.closed.Load() {
+		return ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	ch := r.prefix + topic
+	r.mu.Lock()
+	delete(r.handlers, ch)
+	r.mu.Unlock()
+	if err := r.pubsub.Unsubscribe(ctx, ch); err != nil {
+		return fmt.Errorf("redis unsubscribe %s: %w", ch, err)
+	}
+	return nil
+}
+
+// Ready reports whether Redis answers and the subscription connection is up.
+func (r *Redis) Ready(ctx context.Context) error {
+	if r.closed.Load() {
+		return ErrClosed
+	}
+	if err := r.client.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	if r.healthy.Load() {
+		return nil
+	}
+	// Redis answers but the subscription connection has not reported in
+	// yet (just started, or reconnecting): ask it, and give it a moment.
+	_ = r.pubsub.Ping(ctx)
+	wait, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	for !r.healthy.Load() {
+		select {
+		case <-wait.Done():
+			return errors.New("redis: subscription connection is down")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// Close stops delivery and closes the connections. Idempotent.
+func (r *Redis) Close() error {
+	if r.closed.Swap(true) {
+		return nil
+	}
+	r.stop()
+	err := r.pubsub.Close()
+	<-r.done
+	if cerr := r.client.Close(); err == nil {
+		err = cerr
+	}
+	if errors.Is(err, redis.ErrClosed) {
+		err = nil
+	}
+	return err
+}
+
+// healthCheck is how long the receive loop waits before pinging Redis to
+// find out whether a quiet subscription connection is still alive.
+const healthCheck = 3 * time.Second
+
+// receive is the broker's one delivery goroutine: it hands each message to
+// its topic's handler, in the order Redis sent them, and reconnects (which
+// resubscribes every channel) after an error.
+func (r *Redis) receive(ctx context.Context) {
+	defer close(r.done)
+	_ = r.pubsub.Ping(ctx) // connect now, and report healthy when it answers
+	backoff := 50 * time.Millisecond
+	for {
+		msg, err := r.pubsub.ReceiveTimeout(ctx, healthCheck)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// Quiet, not necessarily dead: a ping's answer (or its
+				// failure) comes back through Receive.
+				_ = r.pubsub.Ping(ctx)
+				continue
+			}
+			if r.healthy.Swap(false) {
+				r.log.Warn("redis subscription lost; retrying", "err", err)
+			}
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return
+			}
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 50 * time.Millisecond
+		if !r.healthy.Swap(true) {
+			r.log.Info("redis subscription up")
+		}
+		switch m := msg.(type) {
+		case *redis.Message:
+			r.mu.Lock()
+			h := r.handlers[m.Channel]
+			r.mu.Unlock()
+			if h != nil {
+				// The payload is never modified (see Handler), so the
+				// string's bytes are handed over without a copy.
+				h(m.Channel[len(r.prefix):], unsafe.Slice(unsafe.StringData(m.Payload), len(m.Payload)))
+			}
+		case *redis.Subscription:
+			if m.Kind == "subscribe" {
+				r.mu.Lock()
+				for _, w := range r.waiting[m.Channel] {
+					close(w)
+				}
+				delete(r.waiting, m.Channel)
+				r.mu.Unlock()
+			}
+		}
+	}
+}
