@@ -21,6 +21,7 @@ import (
 	"github.com/relay/relay/internal/config"
 	"github.com/relay/relay/internal/hub"
 	"github.com/relay/relay/internal/metrics"
+	"github.com/relay/relay/internal/presence"
 	"github.com/relay/relay/internal/server"
 )
 
@@ -75,9 +76,6 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 // accepting, close the clients (1012), stop the hub, close the broker.
 func serve(ctx context.Context, cfg config.Config, logw io.Writer) error {
 	log := newLogger(cfg, logw)
-	if cfg.RedisURL != "" {
-		return errors.New("RELAY_REDIS_URL is set, but this build has no Redis backplane yet; unset it to run a single node")
-	}
 	if cfg.JWTSecret == "" {
 		log.Warn("RELAY_JWT_SECRET is not set: anyone can connect as a guest")
 	}
@@ -85,17 +83,48 @@ func serve(ctx context.Context, cfg config.Config, logw io.Writer) error {
 		log.Warn("RELAY_API_KEY is not set: POST /api/notify is open to anyone who can reach it")
 	}
 
-	b := broker.NewMemory()
+	var b broker.Broker
+	var counter *presence.Redis // nil: the hub counts its own members
+	var h *hub.Hub
+	if cfg.RedisURL == "" {
+		b = broker.NewMemory()
+	} else {
+		rb, err := broker.NewRedis(broker.RedisOptions{URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, Logger: log})
+		if err != nil {
+			return err
+		}
+		b = rb
+		counter = presence.NewRedis(presence.RedisOptions{
+			Client: rb.Client(), Prefix: cfg.RedisPrefix, Node: cfg.NodeID,
+			Limit: cfg.PresenceLimit, Interval: cfg.PresenceInterval, Logger: log,
+			NodeGone: func(room string, s presence.Summary) { h.PresenceLost(room, s) },
+		})
+	}
 	defer b.Close()
 
 	m := metrics.New()
-	h := hub.New(hub.Options{
+	opts := hub.Options{
 		Node:             cfg.NodeID,
 		PresenceLimit:    cfg.PresenceLimit,
 		PresenceInterval: cfg.PresenceInterval,
 		Logger:           log,
 		Observer:         m,
-	}, b)
+	}
+	if counter != nil {
+		opts.Counter = counter
+	}
+	h = hub.New(opts, b)
+	if counter != nil {
+		// Stopped after the hub and before the broker: on the way out the
+		// node takes itself out of every count.
+		runCtx, stopCounter := context.WithCancel(context.WithoutCancel(ctx))
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			counter.Run(runCtx)
+		}()
+		defer func() { stopCounter(); <-done }()
+	}
 	if err := h.Start(ctx); err != nil {
 		return fmt.Errorf("start hub: %w", err)
 	}
@@ -109,7 +138,7 @@ func serve(ctx context.Context, cfg config.Config, logw io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
-	log.Info("relay listening", "addr", ln.Addr().String(), "node", cfg.NodeID, "broker", "memory", "config", cfg)
+	log.Info("relay listening", "addr", ln.Addr().String(), "node", cfg.NodeID, "config", cfg)
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- httpSrv.Serve(ln) }() // joined below on every path

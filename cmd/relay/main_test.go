@@ -57,7 +57,7 @@ func TestBadConfigExits(t *testing.T) {
 	for _, tc := range []struct{ env, want string }{
 		{"RELAY_PING_INTERVAL=soon", `RELAY_PING_INTERVAL="soon"`},
 		{"RELAY_MAX_CONNECTIONS=-1", `RELAY_MAX_CONNECTIONS="-1"`},
-		{"RELAY_REDIS_URL=redis://127.0.0.1:1", "RELAY_REDIS_URL"},
+		{"RELAY_REDIS_URL=http://127.0.0.1:1", "RELAY_REDIS_URL"},
 	} {
 		cmd, out := command(tc.env)
 		err := cmd.Run()

@@ -55,9 +55,20 @@ func (h *Hub) Register(ctx context.Context, conn Conn, user string) (*Client, er
 		h.users[user] = u
 	}
 	u.clients[c] = struct{}{}
-	n, announce := h.addMember(c, protocol.Lobby, func(online int) protocol.Frame {
+	n, announce, err := h.addMember(ctx, c, protocol.Lobby, func(online int) protocol.Frame {
 		return h.welcomeFrame(c, online)
 	})
+	if err != nil {
+		delete(h.clients, c)
+		delete(u.clients, c)
+		if len(u.clients) == 0 {
+			delete(h.users, user)
+		}
+		h.clientsMu.Unlock()
+		h.releaseTopic(ctx, roomTopic(protocol.Lobby))
+		h.releaseTopic(ctx, userTopic(user))
+		return nil, fmt.Errorf("count lobby join: %w", err)
+	}
 	h.clientsMu.Unlock()
 
 	if announce {
@@ -90,7 +101,7 @@ func (h *Hub) Unregister(ctx context.Context, c *Client) {
 	h.clientsMu.Unlock()
 
 	for _, room := range rooms {
-		n, announce := h.removeMember(c, room, nil)
+		n, announce := h.removeMember(ctx, c, room, nil)
 		if announce {
 			h.announce(ctx, c, protocol.EventLeave, room, n)
 		}
@@ -132,9 +143,16 @@ func (h *Hub) Join(ctx context.Context, c *Client, room string) error {
 		c.mu.Unlock()
 		return unavailable(err)
 	}
-	n, announce := h.addMember(c, room, func(online int) protocol.Frame {
+	n, announce, err := h.addMember(ctx, c, room, func(online int) protocol.Frame {
 		return h.membershipFrame(protocol.EventJoin, c.user, room, online)
 	})
+	if err != nil {
+		c.mu.Lock()
+		c.rooms = slices.DeleteFunc(c.rooms, func(r string) bool { return r == room })
+		c.mu.Unlock()
+		h.releaseTopic(ctx, roomTopic(room))
+		return unavailable(err)
+	}
 	if announce {
 		h.announce(ctx, c, protocol.EventJoin, room, n)
 	}
@@ -152,7 +170,7 @@ func (h *Hub) Leave(ctx context.Context, c *Client, room string) error {
 	c.rooms = slices.Delete(c.rooms, i, i+1)
 	c.mu.Unlock()
 
-	n, announce := h.removeMember(c, room, func(online int) protocol.Frame {
+	n, announce := h.removeMember(ctx, c, room, func(online int) protocol.Frame {
 		return h.membershipFrame(protocol.EventLeave, c.user, room, online)
 	})
 	if announce {

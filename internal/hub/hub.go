@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/relay/relay/internal/presence"
 	"github.com/relay/relay/internal/protocol"
 )
 
@@ -32,6 +33,13 @@ type Broker interface {
 	Unsubscribe(ctx context.Context, topic string) error
 }
 
+// Counter counts room members: this node's alone, or the cluster's
+// (package presence).
+type Counter interface {
+	Add(ctx context.Context, room string, delta int) (presence.Change, error)
+	Claim(ctx context.Context, room string) (presence.Summary, bool, error)
+}
+
 // Observer receives delivery counts, for metrics. Methods must not block.
 type Observer interface {
 	Delivered(n int)
@@ -45,6 +53,8 @@ type Options struct {
 	PresenceInterval time.Duration // at most one presence event per room per interval
 	Logger           *slog.Logger
 	Observer         Observer
+	// Counter counts members across the cluster; nil counts this node's.
+	Counter Counter
 }
 
 // Hub is one node's view of the service. Create it with New, call Start, and
@@ -66,7 +76,11 @@ type Hub struct {
 	clients   map[*Client]struct{}
 	users     map[string]*userEntry
 
-	subs *subscriptions
+	subs    *subscriptions
+	counter Counter
+
+	presenceMu      sync.Mutex
+	presencePending map[string]struct{} // rooms with coalesced changes to announce
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -98,6 +112,11 @@ func New(opts Options, b Broker) *Hub {
 		stop:     make(chan struct{}),
 	}
 	h.subs = newSubscriptions(b, h.deliver)
+	h.counter = opts.Counter
+	if h.counter == nil {
+		h.counter = presence.NewLocal(opts.PresenceLimit)
+	}
+	h.presencePending = make(map[string]struct{})
 	return h
 }
 

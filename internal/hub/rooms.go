@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/relay/relay/internal/presence"
 	"github.com/relay/relay/internal/protocol"
 )
 
@@ -15,15 +16,20 @@ type room struct {
 	mu      sync.RWMutex
 	members map[*Client]struct{}
 	dead    bool // emptied and removed from Hub.rooms; joiners start over
-	// Changes not announced one by one (the room was over the presence
-	// limit), reported by the next presence event.
-	joined, left int
 }
 
-// addMember adds c to room and, under the room's lock so that nothing
-// overtakes it, queues ownFrame(online) for c. It reports the new count and
-// whether the others should hear of the join one by one.
-func (h *Hub) addMember(c *Client, name string, ownFrame func(online int) protocol.Frame) (online int, announce bool) {
+// addMember counts c's join (across the cluster, when there is one), adds
+// c to room and, under the room's lock so that nothing overtakes it, queues
+// ownFrame(online) for c. It reports the new count and whether the others
+// should hear of the join one by one.
+func (h *Hub) addMember(ctx context.Context, c *Client, name string, ownFrame func(online int) protocol.Frame) (online int, announce bool, err error) {
+	ch, err := h.counter.Add(ctx, name, +1)
+	if err != nil {
+		return 0, false, err
+	}
+	if ch.Coalesced {
+		h.markPresence(name)
+	}
 	for {
 		r := h.roomFor(name)
 		r.mu.Lock()
@@ -32,20 +38,18 @@ func (h *Hub) addMember(c *Client, name string, ownFrame func(online int) protoc
 			continue
 		}
 		r.members[c] = struct{}{}
-		online = len(r.members)
-		announce = online <= h.opts.PresenceLimit
-		if !announce {
-			r.joined++
-		}
-		h.sendDirect(c, ownFrame(online))
+		h.sendDirect(c, ownFrame(ch.Online))
 		r.mu.Unlock()
-		return online, announce
+		return ch.Online, !ch.Coalesced, nil
 	}
 }
 
-// removeMember removes c from room, queueing ownFrame(online) for c when
-// ownFrame is not nil (c asked to leave; it is not there on a disconnect).
-func (h *Hub) removeMember(c *Client, name string, ownFrame func(online int) protocol.Frame) (online int, announce bool) {
+// removeMember removes c from room and counts its leave, queueing
+// ownFrame(online) for c when ownFrame is not nil (c asked to leave; on a
+// disconnect it is gone). A leave happens even if it cannot be counted
+// across the cluster: the count is then this node's, and the cluster's is
+// repaired when the broker returns.
+func (h *Hub) removeMember(ctx context.Context, c *Client, name string, ownFrame func(online int) protocol.Frame) (online int, announce bool) {
 	h.roomsMu.RLock()
 	r := h.rooms[name]
 	h.roomsMu.RUnlock()
@@ -58,28 +62,31 @@ func (h *Hub) removeMember(c *Client, name string, ownFrame func(online int) pro
 		return 0, false
 	}
 	delete(r.members, c)
-	online = len(r.members)
-	announce = online <= h.opts.PresenceLimit
-	if !announce {
-		r.left++
-	}
-	if ownFrame != nil {
-		h.sendDirect(c, ownFrame(online))
-	}
-	empty := online == 0
-	if empty {
+	local := len(r.members)
+	if local == 0 {
 		r.dead = true
 	}
 	r.mu.Unlock()
-
-	if empty {
+	if local == 0 {
 		h.roomsMu.Lock()
 		if h.rooms[name] == r {
 			delete(h.rooms, name)
 		}
 		h.roomsMu.Unlock()
 	}
-	return online, announce && online > 0
+
+	ch, err := h.counter.Add(ctx, name, -1)
+	if err != nil {
+		h.log.Warn("leave not counted across the cluster", "room", name, "err", err)
+		ch.Online, ch.Coalesced = local, local > h.opts.PresenceLimit
+	}
+	if ch.Coalesced {
+		h.markPresence(name)
+	}
+	if ownFrame != nil {
+		h.sendDirect(c, ownFrame(ch.Online))
+	}
+	return ch.Online, !ch.Coalesced && ch.Online > 0
 }
 
 func (h *Hub) roomFor(name string) *room {
@@ -121,8 +128,16 @@ func (h *Hub) announce(ctx context.Context, c *Client, event, room string, onlin
 	}
 }
 
-// presenceLoop sends, once per interval, one presence event for every room
-// whose unannounced membership changed since the last one.
+// markPresence notes that room has a coalesced change from this node, for
+// the next presence event.
+func (h *Hub) markPresence(room string) {
+	h.presenceMu.Lock()
+	h.presencePending[room] = struct{}{}
+	h.presenceMu.Unlock()
+}
+
+// presenceLoop sends, at most once per interval per room, one presence event
+// for each room whose coalesced membership changed.
 func (h *Hub) presenceLoop() {
 	defer h.wg.Done()
 	t := time.NewTicker(h.opts.PresenceInterval)
@@ -137,33 +152,49 @@ func (h *Hub) presenceLoop() {
 	}
 }
 
+// flushPresence claims each pending room's changes and announces them. In a
+// cluster only one node wins a room's claim per interval, and its event
+// carries every node's changes; a node that loses keeps the room pending
+// and, next interval, finds its changes already announced or claims them.
 func (h *Hub) flushPresence() {
-	type change struct {
-		room                 string
-		online, joined, left int
+	h.presenceMu.Lock()
+	rooms := make([]string, 0, len(h.presencePending))
+	for room := range h.presencePending {
+		rooms = append(rooms, room)
 	}
-	var changes []change
-	h.roomsMu.RLock()
-	for name, r := range h.rooms {
-		r.mu.Lock()
-		if r.joined != 0 || r.left != 0 {
-			changes = append(changes, change{name, len(r.members), r.joined, r.left})
-			r.joined, r.left = 0, 0
-		}
-		r.mu.Unlock()
-	}
-	h.roomsMu.RUnlock()
+	h.presenceMu.Unlock()
 
 	ctx, cancel := context.WithTimeout(context.Background(), h.opts.PresenceInterval)
 	defer cancel()
-	for _, ch := range changes {
-		frame := h.mustEncode(protocol.Presence{
-			Type: protocol.TypeSystem, Event: protocol.EventPresence, Room: ch.room,
-			Online: ch.online, Joined: ch.joined, Left: ch.left,
-			Data: fmt.Sprintf("当前在线: %d (%s: +%d -%d)", ch.online, ch.room, ch.joined, ch.left),
-		})
-		if err := h.publish(ctx, roomTopic(ch.room), 0, frame); err != nil {
-			h.log.Warn("presence failed", "room", ch.room, "err", err)
+	for _, room := range rooms {
+		s, ok, err := h.counter.Claim(ctx, room)
+		if err != nil || !ok {
+			continue
 		}
+		h.presenceMu.Lock()
+		delete(h.presencePending, room)
+		h.presenceMu.Unlock()
+		if s.Joined != 0 || s.Left != 0 {
+			h.publishPresence(ctx, room, s)
+		}
+	}
+}
+
+// PresenceLost announces that members left room without saying goodbye:
+// their node stopped (see presence.RedisOptions.NodeGone).
+func (h *Hub) PresenceLost(room string, s presence.Summary) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	h.publishPresence(ctx, room, s)
+}
+
+func (h *Hub) publishPresence(ctx context.Context, room string, s presence.Summary) {
+	frame := h.mustEncode(protocol.Presence{
+		Type: protocol.TypeSystem, Event: protocol.EventPresence, Room: room,
+		Online: s.Online, Joined: s.Joined, Left: s.Left,
+		Data: fmt.Sprintf("当前在线: %d (%s: +%d -%d)", s.Online, room, s.Joined, s.Left),
+	})
+	if err := h.publish(ctx, roomTopic(room), 0, frame); err != nil {
+		h.log.Warn("presence failed", "room", room, "err", err)
 	}
 }

@@ -3,17 +3,14 @@ package server_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
 	"github.com/gin-gonic/gin"
 
 	"github.com/relay/relay/internal/broker"
@@ -76,206 +73,6 @@ func (n *node) wsURL(query string) string {
 	return u
 }
 
-// frame is a server frame as a client sees it.
-type frame struct {
-	Type   string          `json:"type"`
-	Event  string          `json:"event"`
-	User   string          `json:"user"`
-	Node   string          `json:"node"`
-	Room   string          `json:"room"`
-	Online *int            `json:"online"`
-	Joined int             `json:"joined"`
-	Left   int             `json:"left"`
-	Data   json.RawMessage `json:"data"`
-	ID     string          `json:"id"`
-	TS     int64           `json:"ts"`
-	Code   string          `json:"code"`
-	Error  string          `json:"error"`
-	raw    string
-}
-
-func (f frame) String() string { return f.raw }
-
-func (f frame) text() string {
-	var s string
-	_ = json.Unmarshal(f.Data, &s)
-	return s
-}
-
-// client is a real WebSocket client whose frames are read by one goroutine
-// into a channel, so tests can wait for a frame without blocking forever.
-type client struct {
-	t      *testing.T
-	ws     *websocket.Conn
-	frames chan frame
-	done   chan struct{}
-	mu     sync.Mutex
-	err    error // why reading stopped
-}
-
-func dial(t *testing.T, url string, opts *websocket.DialOptions) *client {
-	t.Helper()
-	c, err := tryDial(t, url, opts)
-	if err != nil {
-		t.Fatalf("dial %s: %v", url, err)
-	}
-	return c
-}
-
-func tryDial(t *testing.T, url string, opts *websocket.DialOptions) (*client, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	ws, resp, err := websocket.Dial(ctx, url, opts)
-	if err != nil {
-		if resp != nil {
-			body, _ := io.ReadAll(resp.Body)
-			return nil, fmt.Errorf("%w (HTTP %d: %s)", err, resp.StatusCode, strings.TrimSpace(string(body)))
-		}
-		return nil, err
-	}
-	ws.SetReadLimit(-1)
-	c := &client{t: t, ws: ws, frames: make(chan frame, 100000), done: make(chan struct{})}
-	go c.readLoop()
-	t.Cleanup(func() {
-		_ = ws.CloseNow()
-		<-c.done
-	})
-	return c, nil
-}
-
-func (c *client) readLoop() {
-	defer close(c.done)
-	for {
-		_, b, err := c.ws.Read(context.Background())
-		if err != nil {
-			c.mu.Lock()
-			c.err = err
-			c.mu.Unlock()
-			return
-		}
-		f := frame{raw: string(b)}
-		if err := json.Unmarshal(b, &f); err != nil {
-			c.t.Errorf("server sent invalid JSON %q: %v", b, err)
-		}
-		c.frames <- f
-	}
-}
-
-func (c *client) send(s string) {
-	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := c.ws.Write(ctx, websocket.MessageText, []byte(s)); err != nil {
-		c.t.Fatalf("send %q: %v", s, err)
-	}
-}
-
-func (c *client) sendJSON(v any) {
-	c.t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	c.send(string(b))
-}
-
-const waitFor = 5 * time.Second
-
-// next returns the next frame, failing the test if none comes in time.
-func (c *client) next() frame {
-	c.t.Helper()
-	select {
-	case f := <-c.frames:
-		return f
-	case <-time.After(waitFor):
-		c.t.Fatalf("no frame within %v (read error: %v)", waitFor, c.readErr())
-		return frame{}
-	}
-}
-
-// expect skips frames until one matches, failing if none does in time.
-func (c *client) expect(desc string, match func(frame) bool) frame {
-	c.t.Helper()
-	deadline := time.After(waitFor)
-	var seen []string
-	for {
-		select {
-		case f := <-c.frames:
-			if match(f) {
-				return f
-			}
-			seen = append(seen, f.raw)
-		case <-deadline:
-			c.t.Fatalf("no %s within %v; saw %v", desc, waitFor, seen)
-		}
-	}
-}
-
-// quiet asserts that no frame matching arrives before a marker frame does:
-// callers send a marker after the action under test, so "nothing arrived" is
-// checked without sleeping.
-func (c *client) quietUntil(marker func(frame) bool, forbidden func(frame) bool) {
-	c.t.Helper()
-	deadline := time.After(waitFor)
-	for {
-		select {
-		case f := <-c.frames:
-			if forbidden(f) {
-				c.t.Fatalf("unexpected frame %s", f.raw)
-			}
-			if marker(f) {
-				return
-			}
-		case <-deadline:
-			c.t.Fatalf("marker not seen within %v", waitFor)
-		}
-	}
-}
-
-func (c *client) readErr() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.err
-}
-
-// closed waits for the connection to end and returns the close status the
-// server sent (-1 if none).
-func (c *client) closed() websocket.StatusCode {
-	c.t.Helper()
-	select {
-	case <-c.done:
-		return websocket.CloseStatus(c.readErr())
-	case <-time.After(waitFor):
-		c.t.Fatalf("connection still open after %v", waitFor)
-		return 0
-	}
-}
-
-func (c *client) welcome() frame {
-	c.t.Helper()
-	f := c.next()
-	if f.Type != "system" || f.Event != "welcome" {
-		c.t.Fatalf("first frame is not the welcome: %s", f.raw)
-	}
-	return f
-}
-
-func isEvent(event, user, room string) func(frame) bool {
-	return func(f frame) bool {
-		return f.Type == "system" && f.Event == event && (user == "" || f.User == user) && f.Room == room
-	}
-}
-
-func isChat(text string) func(frame) bool {
-	return func(f frame) bool { return f.Type == "message" && f.text() == text }
-}
-
-func isError(code string) func(frame) bool {
-	return func(f frame) bool { return f.Type == "error" && f.Code == code }
-}
-
-func isPong(f frame) bool { return f.Type == "pong" }
-
 // request makes an HTTP request and decodes a JSON answer.
 func request(t *testing.T, method, url, auth, body string) (int, map[string]any) {
 	t.Helper()
@@ -321,11 +118,4 @@ func eventually(t *testing.T, d time.Duration, desc string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-func online(f frame) int {
-	if f.Online == nil {
-		return -1
-	}
-	return *f.Online
 }

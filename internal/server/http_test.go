@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"fmt"
+	"github.com/relay/relay/internal/wstest"
 	"io"
 	"net/http"
 	"strings"
@@ -42,8 +43,8 @@ func TestHealthReadyMetrics(t *testing.T) {
 		t.Errorf("readyz = %d %v", status, body)
 	}
 
-	c := dial(t, n.wsURL("name=metric"), nil)
-	c.welcome()
+	c := wstest.Dial(t, n.wsURL("name=metric"), nil)
+	c.Welcome()
 	resp, err := http.Get(n.url + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -135,29 +136,25 @@ func TestNotifyBrokerDown(t *testing.T) {
 func TestNotifyDelivery(t *testing.T) {
 	t.Parallel()
 	n := startNode(t, nil)
-	alice := dial(t, n.wsURL("name=alice"), nil)
-	alice.welcome()
-	bob := dial(t, n.wsURL("name=bob"), nil)
-	bob.welcome()
-	alice.expect("bob's join", isEvent("join", "bob", "lobby"))
+	alice := wstest.Dial(t, n.wsURL("name=alice"), nil)
+	alice.Welcome()
+	bob := wstest.Dial(t, n.wsURL("name=bob"), nil)
+	bob.Welcome()
+	alice.Expect("bob's join", wstest.IsEvent("join", "bob", "lobby"))
 	// carol leaves lobby: "everyone" must still reach her, a room must not.
-	carol := dial(t, n.wsURL("name=carol"), nil)
-	carol.welcome()
-	carol.sendJSON(map[string]string{"type": "leave", "room": "lobby"})
-	carol.expect("own leave", isEvent("leave", "carol", "lobby"))
-	bob.sendJSON(map[string]string{"type": "join", "room": "ops"})
-	bob.expect("own join", isEvent("join", "bob", "ops"))
-
-	isNote := func(text string) func(frame) bool {
-		return func(f frame) bool { return f.Type == "notification" && f.text() == text }
-	}
+	carol := wstest.Dial(t, n.wsURL("name=carol"), nil)
+	carol.Welcome()
+	carol.SendJSON(map[string]string{"type": "leave", "room": "lobby"})
+	carol.Expect("own leave", wstest.IsEvent("leave", "carol", "lobby"))
+	bob.SendJSON(map[string]string{"type": "join", "room": "ops"})
+	bob.Expect("own join", wstest.IsEvent("join", "bob", "ops"))
 
 	status, body := notify(t, n, `{"message":"to all"}`)
 	if status != 200 {
 		t.Fatalf("notify: %d %v", status, body)
 	}
-	for _, c := range []*client{alice, bob, carol} {
-		f := c.expect("broadcast", isNote("to all"))
+	for _, c := range []*wstest.Client{alice, bob, carol} {
+		f := c.Expect("broadcast", wstest.IsNote("to all"))
 		if f.ID != body["id"] || f.TS == 0 || f.Room != "" {
 			t.Errorf("notification %s: want id %v, a ts and no room", f, body["id"])
 		}
@@ -166,14 +163,14 @@ func TestNotifyDelivery(t *testing.T) {
 	notify(t, n, `{"message":"ops only","room":"ops"}`)
 	notify(t, n, `{"message":"alice only","user":"alice"}`)
 	notify(t, n, `{"message":"marker"}`)
-	if f := bob.expect("room notification", isNote("ops only")); f.Room != "ops" {
+	if f := bob.Expect("room notification", wstest.IsNote("ops only")); f.Room != "ops" {
 		t.Errorf("room notification lacks its room: %s", f)
 	}
-	alice.expect("user notification", isNote("alice only"))
-	notOps := func(f frame) bool { return isNote("ops only")(f) }
-	alice.quietUntil(isNote("marker"), notOps)
-	carol.quietUntil(isNote("marker"), func(f frame) bool { return notOps(f) || isNote("alice only")(f) })
-	bob.quietUntil(isNote("marker"), isNote("alice only"))
+	alice.Expect("user notification", wstest.IsNote("alice only"))
+	notOps := wstest.IsNote("ops only")
+	alice.QuietUntil(wstest.IsNote("marker"), notOps)
+	carol.QuietUntil(wstest.IsNote("marker"), func(f wstest.Frame) bool { return notOps(f) || wstest.IsNote("alice only")(f) })
+	bob.QuietUntil(wstest.IsNote("marker"), wstest.IsNote("alice only"))
 }
 
 func TestUnknownRouteIsJSON(t *testing.T) {

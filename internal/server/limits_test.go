@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"github.com/relay/relay/internal/wstest"
 	"io"
 	"net/http"
 	"strings"
@@ -29,18 +30,18 @@ func TestJWT(t *testing.T) {
 		"missing": n.wsURL(""), "garbage": n.wsURL("token=abc"),
 		"expired": n.wsURL("token=" + expired), "wrong secret": n.wsURL("token=" + forged),
 	} {
-		_, err := tryDial(t, url, nil)
+		_, err := wstest.TryDial(t, url, nil)
 		if err == nil || !strings.Contains(err.Error(), "HTTP 401") || !strings.Contains(err.Error(), `"error"`) {
 			t.Errorf("%s token: %v, want HTTP 401 with a JSON error", name, err)
 		}
 	}
 	// Query parameter (browsers) and header (everyone else); the token's
 	// subject is the user, whatever ?name= says.
-	if w := dial(t, n.wsURL("token="+good+"&name=mallory"), nil).welcome(); w.User != "user-42" {
+	if w := wstest.Dial(t, n.wsURL("token="+good+"&name=mallory"), nil).Welcome(); w.User != "user-42" {
 		t.Errorf("user = %q, want the token's sub", w.User)
 	}
 	h := http.Header{"Authorization": {"Bearer " + good}}
-	if w := dial(t, n.wsURL(""), &websocket.DialOptions{HTTPHeader: h}).welcome(); w.User != "user-42" {
+	if w := wstest.Dial(t, n.wsURL(""), &websocket.DialOptions{HTTPHeader: h}).Welcome(); w.User != "user-42" {
 		t.Errorf("user = %q with header token", w.User)
 	}
 }
@@ -52,34 +53,34 @@ func TestOrigin(t *testing.T) {
 		return &websocket.DialOptions{HTTPHeader: http.Header{"Origin": {o}}}
 	}
 	for _, o := range []string{"https://evil.example", "https://app.example.com.evil.io", "http://x.trusted.dev"} {
-		_, err := tryDial(t, n.wsURL(""), withOrigin(o))
+		_, err := wstest.TryDial(t, n.wsURL(""), withOrigin(o))
 		if err == nil || !strings.Contains(err.Error(), "HTTP 403") {
 			t.Errorf("origin %s: %v, want 403", o, err)
 		}
 	}
 	for _, o := range []string{"https://app.example.com", "https://a.trusted.dev", n.url} {
-		if _, err := tryDial(t, n.wsURL(""), withOrigin(o)); err != nil {
+		if _, err := wstest.TryDial(t, n.wsURL(""), withOrigin(o)); err != nil {
 			t.Errorf("origin %s refused: %v", o, err)
 		}
 	}
-	dial(t, n.wsURL(""), nil).welcome() // no Origin: not a browser
+	wstest.Dial(t, n.wsURL(""), nil).Welcome() // no Origin: not a browser
 }
 
 func TestMaxConnections(t *testing.T) {
 	t.Parallel()
 	n := startNode(t, map[string]string{"RELAY_MAX_CONNECTIONS": "2"})
-	a := dial(t, n.wsURL("name=a"), nil)
-	a.welcome()
-	dial(t, n.wsURL("name=b"), nil).welcome()
-	_, err := tryDial(t, n.wsURL("name=c"), nil)
+	a := wstest.Dial(t, n.wsURL("name=a"), nil)
+	a.Welcome()
+	wstest.Dial(t, n.wsURL("name=b"), nil).Welcome()
+	_, err := wstest.TryDial(t, n.wsURL("name=c"), nil)
 	if err == nil || !strings.Contains(err.Error(), "HTTP 503") {
 		t.Fatalf("third connection: %v, want 503", err)
 	}
-	a.ws.Close(websocket.StatusNormalClosure, "")
+	a.WS.Close(websocket.StatusNormalClosure, "")
 	eventually(t, 5*time.Second, "a slot to free up", func() bool {
-		c, err := tryDial(t, n.wsURL("name=c"), nil)
+		c, err := wstest.TryDial(t, n.wsURL("name=c"), nil)
 		if err == nil {
-			c.welcome()
+			c.Welcome()
 		}
 		return err == nil
 	})
@@ -88,34 +89,34 @@ func TestMaxConnections(t *testing.T) {
 func TestFrameTooBig(t *testing.T) {
 	t.Parallel()
 	n := startNode(t, map[string]string{"RELAY_MAX_MESSAGE_BYTES": "1024"})
-	big := dial(t, n.wsURL("name=big"), nil)
-	big.welcome()
-	other := dial(t, n.wsURL("name=other"), nil)
-	other.welcome()
+	big := wstest.Dial(t, n.wsURL("name=big"), nil)
+	big.Welcome()
+	other := wstest.Dial(t, n.wsURL("name=other"), nil)
+	other.Welcome()
 
-	big.send(`{"type":"message","data":"` + strings.Repeat("a", 900) + `"}`) // under the limit
-	other.expect("chat under the limit", func(f frame) bool { return f.Type == "message" })
-	_ = big.ws.Write(context.Background(), websocket.MessageText, []byte(strings.Repeat("b", 1025)))
-	if status := big.closed(); status != websocket.StatusMessageTooBig {
+	big.Send(`{"type":"message","data":"` + strings.Repeat("a", 900) + `"}`) // under the limit
+	other.Expect("chat under the limit", func(f wstest.Frame) bool { return f.Type == "message" })
+	_ = big.WS.Write(context.Background(), websocket.MessageText, []byte(strings.Repeat("b", 1025)))
+	if status := big.Closed(); status != websocket.StatusMessageTooBig {
 		t.Fatalf("close status %v, want 1009", status)
 	}
-	other.expect("big's leave", isEvent("leave", "big", "lobby"))
+	other.Expect("big's leave", wstest.IsEvent("leave", "big", "lobby"))
 }
 
 func TestRateLimit(t *testing.T) {
 	t.Parallel()
 	n := startNode(t, map[string]string{"RELAY_RATE_LIMIT": "5"}) // burst 10
-	c := dial(t, n.wsURL("name=flood"), nil)
-	c.welcome()
+	c := wstest.Dial(t, n.wsURL("name=flood"), nil)
+	c.Welcome()
 	for i := range 30 {
-		c.send(fmt.Sprintf(`{"type":"message","data":%d}`, i))
+		c.Send(fmt.Sprintf(`{"type":"message","data":%d}`, i))
 	}
 	var chats, limited int
 	for chats+limited < 30 {
-		switch f := c.next(); {
+		switch f := c.Next(); {
 		case f.Type == "message":
 			chats++
-		case isError("rate_limited")(f):
+		case wstest.IsError("rate_limited")(f):
 			limited++
 		}
 	}
@@ -125,17 +126,17 @@ func TestRateLimit(t *testing.T) {
 		t.Fatalf("%d delivered, %d rate_limited; want the burst through and the rest refused", chats, limited)
 	}
 	eventually(t, 5*time.Second, "the limit to refill", func() bool {
-		c.send(`{"type":"ping"}`)
-		f := c.next()
-		return isPong(f)
+		c.Send(`{"type":"ping"}`)
+		f := c.Next()
+		return wstest.IsPong(f)
 	})
 }
 
 func TestSlowClientIsClosed(t *testing.T) {
 	t.Parallel()
 	n := startNode(t, map[string]string{"RELAY_SEND_QUEUE_BYTES": "65536", "RELAY_MAX_MESSAGE_BYTES": "65536"})
-	healthy := dial(t, n.wsURL("name=healthy"), nil)
-	healthy.welcome()
+	healthy := wstest.Dial(t, n.wsURL("name=healthy"), nil)
+	healthy.Welcome()
 
 	// A client that never reads: a raw dial whose frames nobody consumes.
 	ctx := context.Background()
@@ -144,7 +145,7 @@ func TestSlowClientIsClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stalled.CloseNow()
-	healthy.expect("stalled's join", isEvent("join", "stalled", "lobby"))
+	healthy.Expect("stalled's join", wstest.IsEvent("join", "stalled", "lobby"))
 
 	msg := strings.Repeat("z", 32*1024)
 	body := fmt.Sprintf(`{"message":%q}`, msg)
@@ -160,16 +161,16 @@ func TestSlowClientIsClosed(t *testing.T) {
 	}
 	// The healthy client got every notification, then the stalled one's leave.
 	for i := range sent {
-		healthy.expect(fmt.Sprintf("notification %d", i), func(f frame) bool { return f.Type == "notification" })
+		healthy.Expect(fmt.Sprintf("notification %d", i), func(f wstest.Frame) bool { return f.Type == "notification" })
 	}
-	healthy.expect("stalled's leave", isEvent("leave", "stalled", "lobby"))
+	healthy.Expect("stalled's leave", wstest.IsEvent("leave", "stalled", "lobby"))
 }
 
 func TestHeartbeat(t *testing.T) {
 	t.Parallel()
 	n := startNode(t, map[string]string{"RELAY_PING_INTERVAL": "100ms", "RELAY_PONG_TIMEOUT": "200ms"})
-	alive := dial(t, n.wsURL("name=alive"), nil) // its read loop answers pings
-	alive.welcome()
+	alive := wstest.Dial(t, n.wsURL("name=alive"), nil) // its read loop answers pings
+	alive.Welcome()
 
 	ctx := context.Background()
 	mute, _, err := websocket.Dial(ctx, n.wsURL("name=mute"), nil) // never reads, so never pongs
@@ -177,9 +178,9 @@ func TestHeartbeat(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer mute.CloseNow()
-	alive.expect("mute's join", isEvent("join", "mute", "lobby"))
-	f := alive.expect("mute's leave after missing pongs", isEvent("leave", "mute", "lobby"))
-	if online(f) != 1 {
+	alive.Expect("mute's join", wstest.IsEvent("join", "mute", "lobby"))
+	f := alive.Expect("mute's leave after missing pongs", wstest.IsEvent("leave", "mute", "lobby"))
+	if f.Count() != 1 {
 		t.Fatalf("leave = %s", f)
 	}
 	if v := metricValue(t, n, `relay_disconnects_total{reason="ping_timeout"}`); v != 1 {
@@ -187,8 +188,8 @@ func TestHeartbeat(t *testing.T) {
 	}
 	// Many ping intervals later the answering client is still served.
 	time.Sleep(time.Second)
-	alive.send(`{"type":"ping"}`)
-	alive.expect("pong", isPong)
+	alive.Send(`{"type":"ping"}`)
+	alive.Expect("pong", wstest.IsPong)
 }
 
 // metricValue reads one sample from /metrics, 0 if absent.

@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"github.com/relay/relay/internal/wstest"
 	"net/http"
 	"testing"
 	"time"
@@ -13,10 +14,10 @@ import (
 func TestShutdownClosesWith1012AfterQueued(t *testing.T) {
 	t.Parallel()
 	n := startNode(t, nil)
-	var cs []*client
+	var cs []*wstest.Client
 	for i := range 3 {
-		c := dial(t, n.wsURL(fmt.Sprintf("name=c%d", i)), nil)
-		c.welcome()
+		c := wstest.Dial(t, n.wsURL(fmt.Sprintf("name=c%d", i)), nil)
+		c.Welcome()
 		cs = append(cs, c)
 	}
 	const queued = 50
@@ -35,9 +36,9 @@ func TestShutdownClosesWith1012AfterQueued(t *testing.T) {
 	}
 	for _, c := range cs {
 		got := 0
-		for f := range c.frames {
+		for f := range c.Frames {
 			if f.Type == "notification" {
-				if f.text() != fmt.Sprintf("n%d", got) {
+				if f.Text() != fmt.Sprintf("n%d", got) {
 					t.Fatalf("notification %d = %s", got, f)
 				}
 				got++
@@ -46,11 +47,11 @@ func TestShutdownClosesWith1012AfterQueued(t *testing.T) {
 				break
 			}
 		}
-		if status := c.closed(); status != websocket.StatusServiceRestart {
+		if status := c.Closed(); status != websocket.StatusServiceRestart {
 			t.Fatalf("close status %v, want 1012 after %d notifications", status, got)
 		}
 	}
-	if _, err := tryDial(t, n.wsURL(""), nil); err == nil {
+	if _, err := wstest.TryDial(t, n.wsURL(""), nil); err == nil {
 		t.Fatal("upgrade accepted after shutdown")
 	}
 }

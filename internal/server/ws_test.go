@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"github.com/relay/relay/internal/wstest"
 	"strings"
 	"testing"
 
@@ -12,43 +13,43 @@ import (
 func TestWelcomeAndJoin(t *testing.T) {
 	t.Parallel()
 	n := startNode(t, map[string]string{"RELAY_NODE_ID": "node-w"})
-	alice := dial(t, n.wsURL("name=alice"), nil)
-	w := alice.welcome()
-	if w.User != "alice" || w.Node != "node-w" || w.Room != "lobby" || online(w) != 1 || w.text() == "" {
+	alice := wstest.Dial(t, n.wsURL("name=alice"), nil)
+	w := alice.Welcome()
+	if w.User != "alice" || w.Node != "node-w" || w.Room != "lobby" || w.Count() != 1 || w.Text() == "" {
 		t.Fatalf("welcome = %s", w)
 	}
 
-	bob := dial(t, n.wsURL("name=bob"), nil)
-	if w := bob.welcome(); online(w) != 2 {
+	bob := wstest.Dial(t, n.wsURL("name=bob"), nil)
+	if w := bob.Welcome(); w.Count() != 2 {
 		t.Fatalf("bob's welcome = %s, want online 2", w)
 	}
-	j := alice.expect("bob's join", isEvent("join", "bob", "lobby"))
-	if online(j) != 2 || !strings.Contains(j.text(), "2") {
+	j := alice.Expect("bob's join", wstest.IsEvent("join", "bob", "lobby"))
+	if j.Count() != 2 || !strings.Contains(j.Text(), "2") {
 		t.Fatalf("join = %s", j)
 	}
 	// The welcome stands for bob's own lobby join: he gets no join for it.
-	bob.send(`{"type":"ping"}`)
-	bob.quietUntil(isPong, isEvent("join", "bob", "lobby"))
+	bob.Send(`{"type":"ping"}`)
+	bob.QuietUntil(wstest.IsPong, wstest.IsEvent("join", "bob", "lobby"))
 
 	// Explicit joins and leaves: the joiner gets its own event too.
-	bob.send(`{"type":"join","room":"dev"}`)
-	if f := bob.expect("own join", isEvent("join", "bob", "dev")); online(f) != 1 {
+	bob.Send(`{"type":"join","room":"dev"}`)
+	if f := bob.Expect("own join", wstest.IsEvent("join", "bob", "dev")); f.Count() != 1 {
 		t.Fatalf("own join = %s", f)
 	}
-	alice.send(`{"type":"join","room":"dev"}`)
-	alice.expect("own join", isEvent("join", "alice", "dev"))
-	if f := bob.expect("alice's join", isEvent("join", "alice", "dev")); online(f) != 2 {
+	alice.Send(`{"type":"join","room":"dev"}`)
+	alice.Expect("own join", wstest.IsEvent("join", "alice", "dev"))
+	if f := bob.Expect("alice's join", wstest.IsEvent("join", "alice", "dev")); f.Count() != 2 {
 		t.Fatalf("join = %s", f)
 	}
-	alice.send(`{"type":"leave","room":"dev"}`)
-	if f := alice.expect("own leave", isEvent("leave", "alice", "dev")); online(f) != 1 {
+	alice.Send(`{"type":"leave","room":"dev"}`)
+	if f := alice.Expect("own leave", wstest.IsEvent("leave", "alice", "dev")); f.Count() != 1 {
 		t.Fatalf("own leave = %s", f)
 	}
-	bob.expect("alice's leave", isEvent("leave", "alice", "dev"))
+	bob.Expect("alice's leave", wstest.IsEvent("leave", "alice", "dev"))
 
 	// A disconnect is announced with the new count.
-	bob.ws.Close(websocket.StatusNormalClosure, "bye")
-	if f := alice.expect("bob's leave", isEvent("leave", "bob", "lobby")); online(f) != 1 {
+	bob.WS.Close(websocket.StatusNormalClosure, "bye")
+	if f := alice.Expect("bob's leave", wstest.IsEvent("leave", "bob", "lobby")); f.Count() != 1 {
 		t.Fatalf("leave = %s", f)
 	}
 }
@@ -56,15 +57,15 @@ func TestWelcomeAndJoin(t *testing.T) {
 func TestGuestNames(t *testing.T) {
 	t.Parallel()
 	n := startNode(t, nil)
-	g := dial(t, n.wsURL(""), nil).welcome()
+	g := wstest.Dial(t, n.wsURL(""), nil).Welcome()
 	if !strings.HasPrefix(g.User, "guest-") {
 		t.Fatalf("anonymous user = %q", g.User)
 	}
-	if g2 := dial(t, n.wsURL("name="), nil).welcome(); !strings.HasPrefix(g2.User, "guest-") || g2.User == g.User {
+	if g2 := wstest.Dial(t, n.wsURL("name="), nil).Welcome(); !strings.HasPrefix(g2.User, "guest-") || g2.User == g.User {
 		t.Fatalf("second guest = %q (first %q)", g2.User, g.User)
 	}
 	for _, bad := range []string{"a%20b", strings.Repeat("x", 33), "%C3%A9", "a:b"} {
-		_, err := tryDial(t, n.wsURL("name="+bad), nil)
+		_, err := wstest.TryDial(t, n.wsURL("name="+bad), nil)
 		if err == nil || !strings.Contains(err.Error(), "HTTP 400") || !strings.Contains(err.Error(), `"error"`) {
 			t.Errorf("name %q: %v, want HTTP 400 with a JSON error", bad, err)
 		}
@@ -74,54 +75,54 @@ func TestGuestNames(t *testing.T) {
 func TestChat(t *testing.T) {
 	t.Parallel()
 	n := startNode(t, nil)
-	alice := dial(t, n.wsURL("name=alice"), nil)
-	alice.welcome()
-	bob := dial(t, n.wsURL("name=bob"), nil)
-	bob.welcome()
-	carol := dial(t, n.wsURL("name=carol"), nil)
-	carol.welcome()
+	alice := wstest.Dial(t, n.wsURL("name=alice"), nil)
+	alice.Welcome()
+	bob := wstest.Dial(t, n.wsURL("name=bob"), nil)
+	bob.Welcome()
+	carol := wstest.Dial(t, n.wsURL("name=carol"), nil)
+	carol.Welcome()
 
-	alice.send(`{"type":"message","data":{"text":"hi","n":[1,2]}}`)
-	for _, c := range []*client{alice, bob, carol} {
-		f := c.expect("chat", func(f frame) bool { return f.Type == "message" })
+	alice.Send(`{"type":"message","data":{"text":"hi","n":[1,2]}}`)
+	for _, c := range []*wstest.Client{alice, bob, carol} {
+		f := c.Expect("chat", func(f wstest.Frame) bool { return f.Type == "message" })
 		if f.User != "alice" || f.Room != "lobby" || string(f.Data) != `{"text":"hi","n":[1,2]}` || f.ID == "" || f.TS == 0 {
 			t.Fatalf("chat = %s", f)
 		}
 	}
 
 	// A frame that is not JSON is chat to lobby, exactly as typed.
-	bob.send("  hello <there> \"you\"\n")
-	f := carol.expect("plain text chat", func(f frame) bool { return f.Type == "message" && f.User == "bob" })
-	if f.text() != "  hello <there> \"you\"\n" {
-		t.Fatalf("plain text arrived as %q", f.text())
+	bob.Send("  hello <there> \"you\"\n")
+	f := carol.Expect("plain text chat", func(f wstest.Frame) bool { return f.Type == "message" && f.User == "bob" })
+	if f.Text() != "  hello <there> \"you\"\n" {
+		t.Fatalf("plain text arrived as %q", f.Text())
 	}
 
 	// Room chat reaches members only, sender included.
-	alice.send(`{"type":"join","room":"dev"}`)
-	alice.expect("own join", isEvent("join", "alice", "dev"))
-	bob.send(`{"type":"join","room":"dev"}`)
-	alice.expect("bob joined", isEvent("join", "bob", "dev"))
-	alice.send(`{"type":"message","room":"dev","data":"dev talk"}`)
-	alice.expect("own room chat", isChat("dev talk"))
-	bob.expect("room chat", isChat("dev talk"))
-	alice.send(`{"type":"message","data":"marker"}`)
-	carol.quietUntil(isChat("marker"), isChat("dev talk"))
+	alice.Send(`{"type":"join","room":"dev"}`)
+	alice.Expect("own join", wstest.IsEvent("join", "alice", "dev"))
+	bob.Send(`{"type":"join","room":"dev"}`)
+	alice.Expect("bob joined", wstest.IsEvent("join", "bob", "dev"))
+	alice.Send(`{"type":"message","room":"dev","data":"dev talk"}`)
+	alice.Expect("own room chat", wstest.IsChat("dev talk"))
+	bob.Expect("room chat", wstest.IsChat("dev talk"))
+	alice.Send(`{"type":"message","data":"marker"}`)
+	carol.QuietUntil(wstest.IsChat("marker"), wstest.IsChat("dev talk"))
 }
 
 func TestChatOrderPerSender(t *testing.T) {
 	t.Parallel()
 	n := startNode(t, map[string]string{"RELAY_RATE_LIMIT": "0"})
 	const senders, each = 3, 300
-	var receivers []*client
+	var receivers []*wstest.Client
 	for i := range 3 {
-		r := dial(t, n.wsURL(fmt.Sprintf("name=r%d", i)), nil)
-		r.welcome()
+		r := wstest.Dial(t, n.wsURL(fmt.Sprintf("name=r%d", i)), nil)
+		r.Welcome()
 		receivers = append(receivers, r)
 	}
-	var ss []*client
+	var ss []*wstest.Client
 	for i := range senders {
-		s := dial(t, n.wsURL(fmt.Sprintf("name=s%d", i)), nil)
-		s.welcome()
+		s := wstest.Dial(t, n.wsURL(fmt.Sprintf("name=s%d", i)), nil)
+		s.Welcome()
 		ss = append(ss, s)
 	}
 	done := make(chan struct{})
@@ -130,7 +131,7 @@ func TestChatOrderPerSender(t *testing.T) {
 			defer func() { done <- struct{}{} }()
 			for k := range each {
 				ctx := context.Background()
-				if err := s.ws.Write(ctx, websocket.MessageText, fmt.Appendf(nil, `{"type":"message","data":[%d,%d]}`, i, k)); err != nil {
+				if err := s.WS.Write(ctx, websocket.MessageText, fmt.Appendf(nil, `{"type":"message","data":[%d,%d]}`, i, k)); err != nil {
 					t.Errorf("write: %v", err)
 					return
 				}
@@ -143,7 +144,7 @@ func TestChatOrderPerSender(t *testing.T) {
 	for _, r := range receivers {
 		next := make([]int, senders)
 		for got := 0; got < senders*each; {
-			f := r.next()
+			f := r.Next()
 			if f.Type != "message" {
 				continue
 			}
@@ -163,11 +164,11 @@ func TestChatOrderPerSender(t *testing.T) {
 func TestClientErrors(t *testing.T) {
 	t.Parallel()
 	n := startNode(t, map[string]string{"RELAY_RATE_LIMIT": "0"})
-	alice := dial(t, n.wsURL("name=alice"), nil)
-	alice.welcome()
-	watcher := dial(t, n.wsURL("name=watcher"), nil)
-	watcher.welcome()
-	alice.expect("watcher's join", isEvent("join", "watcher", "lobby"))
+	alice := wstest.Dial(t, n.wsURL("name=alice"), nil)
+	alice.Welcome()
+	watcher := wstest.Dial(t, n.wsURL("name=watcher"), nil)
+	watcher.Welcome()
+	alice.Expect("watcher's join", wstest.IsEvent("join", "watcher", "lobby"))
 
 	for _, tc := range []struct{ frame, code string }{
 		{`{"type":"message","data":`, "bad_json"},
@@ -184,57 +185,57 @@ func TestClientErrors(t *testing.T) {
 		{`{"type":"leave","room":"elsewhere"}`, "not_member"},
 		{`{"type":"join","room":"lobby"}`, "already_member"},
 	} {
-		alice.send(tc.frame)
-		f := alice.next()
+		alice.Send(tc.frame)
+		f := alice.Next()
 		if f.Type != "error" || f.Code != tc.code || f.Error == "" {
 			t.Errorf("frame %q: got %s, want error %s", tc.frame, f, tc.code)
 		}
 	}
 	ctx := context.Background()
-	if err := alice.ws.Write(ctx, websocket.MessageBinary, []byte{1, 2, 3}); err != nil {
+	if err := alice.WS.Write(ctx, websocket.MessageBinary, []byte{1, 2, 3}); err != nil {
 		t.Fatal(err)
 	}
-	if f := alice.next(); !isError("binary")(f) {
+	if f := alice.Next(); !wstest.IsError("binary")(f) {
 		t.Errorf("binary frame: got %s", f)
 	}
 
 	// Still connected, and the watcher saw none of it.
-	alice.send(`{"type":"message","data":"still here"}`)
-	watcher.quietUntil(isChat("still here"), func(f frame) bool { return f.User == "alice" && f.Type != "message" || f.Type == "error" })
-	alice.send(`{"type":"ping"}`)
-	alice.expect("pong", isPong)
+	alice.Send(`{"type":"message","data":"still here"}`)
+	watcher.QuietUntil(wstest.IsChat("still here"), func(f wstest.Frame) bool { return f.User == "alice" && f.Type != "message" || f.Type == "error" })
+	alice.Send(`{"type":"ping"}`)
+	alice.Expect("pong", wstest.IsPong)
 }
 
 func TestTooManyRooms(t *testing.T) {
 	t.Parallel()
 	n := startNode(t, map[string]string{"RELAY_RATE_LIMIT": "0"})
-	c := dial(t, n.wsURL("name=joiner"), nil)
-	c.welcome()
+	c := wstest.Dial(t, n.wsURL("name=joiner"), nil)
+	c.Welcome()
 	for i := 1; i < 100; i++ { // lobby is the first of 100
-		c.send(fmt.Sprintf(`{"type":"join","room":"r%d"}`, i))
-		c.expect("join", isEvent("join", "joiner", fmt.Sprintf("r%d", i)))
+		c.Send(fmt.Sprintf(`{"type":"join","room":"r%d"}`, i))
+		c.Expect("join", wstest.IsEvent("join", "joiner", fmt.Sprintf("r%d", i)))
 	}
-	c.send(`{"type":"join","room":"one-too-many"}`)
-	c.expect("too_many_rooms", isError("too_many_rooms"))
-	c.send(`{"type":"leave","room":"r1"}`)
-	c.expect("leave", isEvent("leave", "joiner", "r1"))
-	c.send(`{"type":"join","room":"now-fits"}`)
-	c.expect("join after leave", isEvent("join", "joiner", "now-fits"))
+	c.Send(`{"type":"join","room":"one-too-many"}`)
+	c.Expect("too_many_rooms", wstest.IsError("too_many_rooms"))
+	c.Send(`{"type":"leave","room":"r1"}`)
+	c.Expect("leave", wstest.IsEvent("leave", "joiner", "r1"))
+	c.Send(`{"type":"join","room":"now-fits"}`)
+	c.Expect("join after leave", wstest.IsEvent("join", "joiner", "now-fits"))
 }
 
 func TestLeaveLobbyThenBroadcast(t *testing.T) {
 	t.Parallel()
 	n := startNode(t, nil)
-	c := dial(t, n.wsURL("name=loner"), nil)
-	c.welcome()
-	c.send(`{"type":"leave","room":"lobby"}`)
-	if f := c.expect("own leave", isEvent("leave", "loner", "lobby")); online(f) != 0 {
+	c := wstest.Dial(t, n.wsURL("name=loner"), nil)
+	c.Welcome()
+	c.Send(`{"type":"leave","room":"lobby"}`)
+	if f := c.Expect("own leave", wstest.IsEvent("leave", "loner", "lobby")); f.Count() != 0 {
 		t.Fatalf("leave = %s", f)
 	}
-	c.send(`{"type":"message","data":"x"}`)
-	c.expect("not_member", isError("not_member"))
-	c.send(`{"type":"join","room":"lobby"}`)
-	if f := c.expect("rejoin", isEvent("join", "loner", "lobby")); online(f) != 1 {
+	c.Send(`{"type":"message","data":"x"}`)
+	c.Expect("not_member", wstest.IsError("not_member"))
+	c.Send(`{"type":"join","room":"lobby"}`)
+	if f := c.Expect("rejoin", wstest.IsEvent("join", "loner", "lobby")); f.Count() != 1 {
 		t.Fatalf("rejoin = %s", f)
 	}
 }

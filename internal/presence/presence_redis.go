@@ -1,0 +1,287 @@
+package presence
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis counts members across a cluster. Each node keeps, in a hash of its
+// own, how many local members each room has; a sorted set records until
+// when each node is alive. A room's count is the sum over live nodes, done
+// inside Redis by a script: one round trip per join or leave, whatever the
+// number of connections. Each node renews its liveness every TTL/4; a node
+// that stops renewing is out of every count after TTL, and the first node
+// to notice reports its rooms' losses (NodeGone).
+//
+// The scripts read keys they are not passed, so this works on a single
+// Redis server (or a replicated one), not on Redis Cluster.
+type Redis struct {
+	client   *redis.Client
+	node     string
+	limit    int
+	ttl      time.Duration
+	interval time.Duration // presence interval: one claim per room per interval
+	log      *slog.Logger
+
+	nodesKey, nodeKey, nodePrefix, pendingPrefix, lockPrefix string
+
+	// resync is held for writing while this node's hash is rewritten from
+	// local, so that no Add lands in between.
+	resync   sync.RWMutex
+	localMu  sync.Mutex
+	local    map[string]int // this node's members per room
+	needSync bool           // an Add failed or Redis lost our hash
+
+	onGone func(room string, s Summary)
+}
+
+// RedisOptions configure NewRedis.
+type RedisOptions struct {
+	Client   *redis.Client
+	Prefix   string
+	Node     string
+	Limit    int           // presence limit
+	Interval time.Duration // presence interval
+	TTL      time.Duration // how long a silent node still counts; default 15s
+	Logger   *slog.Logger
+	// NodeGone is called, by the one node that notices, for each room a
+	// dead node had members in, with the room's new count and how many
+	// left with that node.
+	NodeGone func(room string, s Summary)
+}
+
+// NewRedis returns a cluster counter. Run must be running for the node to
+// stay counted.
+func NewRedis(o RedisOptions) *Redis {
+	if o.TTL <= 0 {
+		o.TTL = 15 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.NodeGone == nil {
+		o.NodeGone = func(string, Summary) {}
+	}
+	p := o.Prefix + "presence:"
+	return &Redis{
+		client: o.Client, node: o.Node, limit: o.Limit, ttl: o.TTL, interval: o.Interval, log: o.Logger,
+		nodesKey: p + "nodes", nodeKey: p + "node:" + o.Node, nodePrefix: p + "node:",
+		pendingPrefix: p + "pending:", lockPrefix: p + "lock:",
+		local: make(map[string]int), onGone: o.NodeGone,
+	}
+}
+
+// sumLive is shared by the scripts: the room's members over live nodes.
+// KEYS[1] is the nodes set; ARGV[1] the node hash prefix, ARGV[2] the room.
+const sumLive = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function total()
+  local sum = 0
+  for _, n in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')) do
+    local v = redis.call('HGET', ARGV[1] .. n, ARGV[2])
+    if v then sum = sum + tonumber(v) end
+  end
+  return sum
+end
+`
+
+// KEYS: nodes, this node's hash, the room's pending hash.
+// ARGV: node prefix, room, node, delta, ttl ms, limit.
+var addScript = redis.NewScript(sumLive + `
+local c = redis.call('HINCRBY', KEYS[2], ARGV[2], ARGV[4])
+if c <= 0 then redis.call('HDEL', KEYS[2], ARGV[2]) end
+redis.call('PEXPIRE', KEYS[2], 2 * tonumber(ARGV[5]))
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[5]), ARGV[3])
+local sum = total()
+if sum > tonumber(ARGV[6]) then
+  local field = 'left'
+  if tonumber(ARGV[4]) > 0 then field = 'joined' end
+  redis.call('HINCRBY', KEYS[3], field, 1)
+  redis.call('PEXPIRE', KEYS[3], 60000)
+  return {sum, 1}
+end
+return {sum, 0}
+`)
+
+// KEYS: nodes, the room's lock, the room's pending hash.
+// ARGV: node prefix, room, node, interval ms.
+var claimScript = redis.NewScript(sumLive + `
+if not redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[4]) then return {0, 0, 0, 0} end
+local j = tonumber(redis.call('HGET', KEYS[3], 'joined') or '0')
+local l = tonumber(redis.call('HGET', KEYS[3], 'left') or '0')
+redis.call('DEL', KEYS[3])
+return {1, total(), j, l}
+`)
+
+// KEYS: nodes. ARGV: node prefix, room (unused), dead node.
+// Removes the dead node if nobody has yet; returns its rooms and counts.
+var reapScript = redis.NewScript(sumLive + `
+if redis.call('ZREM', KEYS[1], ARGV[3]) == 0 then return {} end
+local h = ARGV[1] .. ARGV[3]
+local rooms = redis.call('HGETALL', h)
+redis.call('DEL', h)
+return rooms
+`)
+
+// Add records this node's join (+1) or leave (-1) in room.
+func (r *Redis) Add(ctx context.Context, room string, delta int) (Change, error) {
+	r.resync.RLock()
+	defer r.resync.RUnlock()
+	r.localMu.Lock()
+	r.local[room] += delta
+	if r.local[room] <= 0 {
+		delete(r.local, room)
+	}
+	r.localMu.Unlock()
+
+	res, err := addScript.Run(ctx, r.client,
+		[]string{r.nodesKey, r.nodeKey, r.pendingPrefix + room},
+		r.nodePrefix, room, r.node, delta, r.ttl.Milliseconds(), r.limit).Int64Slice()
+	if err != nil {
+		r.markSync()
+		return Change{}, fmt.Errorf("presence add: %w", err)
+	}
+	return Change{Online: int(res[0]), Coalesced: res[1] == 1}, nil
+}
+
+// Claim takes room's coalesced changes for one presence event. Only one
+// node wins per room per interval; the others get ok false and should try
+// again next interval if they still have changes of their own.
+func (r *Redis) Claim(ctx context.Context, room string) (Summary, bool, error) {
+	res, err := claimScript.Run(ctx, r.client,
+		[]string{r.nodesKey, r.lockPrefix + room, r.pendingPrefix + room},
+		r.nodePrefix, room, r.node, r.interval.Milliseconds()).Int64Slice()
+	if err != nil {
+		return Summary{}, false, fmt.Errorf("presence claim: %w", err)
+	}
+	if res[0] == 0 {
+		return Summary{}, false, nil
+	}
+	return Summary{Online: int(res[1]), Joined: int(res[2]), Left: int(res[3])}, true, nil
+}
+
+func (r *Redis) markSync() {
+	r.localMu.Lock()
+	r.needSync = true
+	r.localMu.Unlock()
+}
+
+// Run keeps this node counted until ctx ends, then removes it from every
+// count (a graceful exit need not wait for the TTL).
+func (r *Redis) Run(ctx context.Context) {
+	t := time.NewTicker(r.ttl / 4)
+	defer t.Stop()
+	r.renew(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			defer cancel()
+			r.client.ZRem(bg, r.nodesKey, r.node)
+			r.client.Del(bg, r.nodeKey)
+			return
+		case <-t.C:
+			r.renew(ctx)
+			r.reap(ctx)
+		}
+	}
+}
+
+// renew extends this node's life, and rewrites its hash from the local
+// counts when Redis lost it (a restart) or an Add failed.
+func (r *Redis) renew(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, r.ttl/4)
+	defer cancel()
+	now, err := r.client.Time(ctx).Result()
+	if err != nil {
+		r.markSync()
+		return
+	}
+	ttl := r.ttl.Milliseconds()
+	kept, err := r.client.PExpire(ctx, r.nodeKey, 2*r.ttl).Result()
+	if err != nil {
+		r.markSync()
+		return
+	}
+	r.localMu.Lock()
+	sync := r.needSync || (!kept && len(r.local) > 0)
+	r.localMu.Unlock()
+	if sync {
+		r.rewrite(ctx)
+	}
+	if err := r.client.ZAdd(ctx, r.nodesKey, redis.Z{Score: float64(now.UnixMilli() + ttl), Member: r.node}).Err(); err != nil {
+		r.markSync()
+	}
+}
+
+func (r *Redis) rewrite(ctx context.Context) {
+	r.resync.Lock()
+	defer r.resync.Unlock()
+	r.localMu.Lock()
+	fields := make([]any, 0, 2*len(r.local))
+	for room, n := range r.local {
+		fields = append(fields, room, n)
+	}
+	r.localMu.Unlock()
+	_, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, r.nodeKey)
+		if len(fields) > 0 {
+			p.HSet(ctx, r.nodeKey, fields...)
+			p.PExpire(ctx, r.nodeKey, 2*r.ttl)
+		}
+		return nil
+	})
+	if err != nil {
+		r.log.Warn("presence resync failed", "err", err)
+		return
+	}
+	r.localMu.Lock()
+	r.needSync = false
+	r.localMu.Unlock()
+	r.log.Info("presence counts rewritten", "rooms", len(fields)/2)
+}
+
+// reap removes nodes whose life ran out and reports their rooms.
+func (r *Redis) reap(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, r.ttl/4)
+	defer cancel()
+	now, err := r.client.Time(ctx).Result()
+	if err != nil {
+		return
+	}
+	dead, err := r.client.ZRangeByScore(ctx, r.nodesKey, &redis.ZRangeBy{Min: "-inf", Max: fmt.Sprint(now.UnixMilli())}).Result()
+	if err != nil {
+		return
+	}
+	for _, node := range dead {
+		rooms, err := reapScript.Run(ctx, r.client, []string{r.nodesKey}, r.nodePrefix, "", node).StringSlice()
+		if err != nil || len(rooms) == 0 {
+			continue
+		}
+		r.log.Warn("node stopped renewing; its members left every count", "node", node)
+		for i := 0; i+1 < len(rooms); i += 2 {
+			room := rooms[i]
+			var left int
+			fmt.Sscan(rooms[i+1], &left)
+			online, err := r.count(ctx, room)
+			if err != nil || left <= 0 {
+				continue
+			}
+			r.onGone(room, Summary{Online: online, Left: left})
+		}
+	}
+}
+
+// KEYS: nodes. ARGV: node prefix, room.
+var countScript = redis.NewScript(sumLive + `return total()`)
+
+func (r *Redis) count(ctx context.Context, room string) (int, error) {
+	n, err := countScript.Run(ctx, r.client, []string{r.nodesKey}, r.nodePrefix, room).Int()
+	return n, err
+}
