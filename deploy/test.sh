@@ -24,8 +24,7 @@ need_packages() {
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# (none yet for the core node; the Redis backplane adds redis-server and nginx)
-need_packages
+need_packages redis-server:redis-server nginx:nginx
 
 echo "test.sh: go vet" >&2
 go vet ./...

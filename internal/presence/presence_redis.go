@@ -94,6 +94,8 @@ end
 // KEYS: nodes, this node's hash, the room's pending hash.
 // ARGV: node prefix, room, node, delta, ttl ms, limit.
 var addScript = redis.NewScript(sumLive + `
+local lost = 0
+if not redis.call('ZSCORE', KEYS[1], ARGV[3]) then lost = 1 end
 local c = redis.call('HINCRBY', KEYS[2], ARGV[2], ARGV[4])
 if c <= 0 then redis.call('HDEL', KEYS[2], ARGV[2]) end
 redis.call('PEXPIRE', KEYS[2], 2 * tonumber(ARGV[5]))
@@ -104,9 +106,9 @@ if sum > tonumber(ARGV[6]) then
   if tonumber(ARGV[4]) > 0 then field = 'joined' end
   redis.call('HINCRBY', KEYS[3], field, 1)
   redis.call('PEXPIRE', KEYS[3], 60000)
-  return {sum, 1}
+  return {sum, 1, lost}
 end
-return {sum, 0}
+return {sum, 0, lost}
 `)
 
 // KEYS: nodes, the room's lock, the room's pending hash.
@@ -122,7 +124,9 @@ return {1, total(), j, l}
 // KEYS: nodes. ARGV: node prefix, room (unused), dead node.
 // Removes the dead node if nobody has yet; returns its rooms and counts.
 var reapScript = redis.NewScript(sumLive + `
-if redis.call('ZREM', KEYS[1], ARGV[3]) == 0 then return {} end
+local expiry = redis.call('ZSCORE', KEYS[1], ARGV[3])
+if not expiry or tonumber(expiry) >= now then return {} end
+redis.call('ZREM', KEYS[1], ARGV[3])
 local h = ARGV[1] .. ARGV[3]
 local rooms = redis.call('HGETALL', h)
 redis.call('DEL', h)
@@ -146,6 +150,11 @@ func (r *Redis) Add(ctx context.Context, room string, delta int) (Change, error)
 	if err != nil {
 		r.markSync()
 		return Change{}, fmt.Errorf("presence add: %w", err)
+	}
+	if res[2] == 1 {
+		// Our node was not in the nodes set: Redis lost its data or we
+		// were reaped, so our hash holds this room alone.
+		r.markSync()
 	}
 	return Change{Online: int(res[0]), Coalesced: res[1] == 1}, nil
 }

@@ -27,11 +27,18 @@ type Server struct {
 // deploy/test.sh installs) and stops it when the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	s := New(t)
+	s.Restart()
+	return s
+}
+
+// New picks a port for a server without starting it: Restart starts it.
+func New(t testing.TB) *Server {
+	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatal("redis-server not found: run the tests with ./deploy/test.sh, which installs it")
 	}
 	s := &Server{t: t, Port: freePort(t)}
-	s.Restart()
 	t.Cleanup(s.Kill)
 	return s
 }
@@ -42,7 +49,7 @@ func (s *Server) URL() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", s.P
 // Addr is host:port.
 func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port)) }
 
-// Restart starts the server again on the same port (after Kill), empty:
+// Restart starts the server (again, after Kill) on its port, empty:
 // nothing is persisted.
 func (s *Server) Restart() {
 	s.t.Helper()

@@ -27,9 +27,9 @@ type Observer interface {
 // Options configure a Pool. Zero values get the defaults noted.
 type Options struct {
 	Shards       int           // writer goroutines; default 2
-	QueueBytes   int           // bytes queued for one client before it counts as slow
-	PingInterval time.Duration // how often each connection is pinged
-	PongTimeout  time.Duration // how long a ping may go unanswered
+	QueueBytes   int           // bytes queued for one client before it counts as slow; default 1 MiB
+	PingInterval time.Duration // how often each connection is pinged; default 30s
+	PongTimeout  time.Duration // how long a ping may go unanswered; default 10s
 	// ShardStall is how long a shard waits on one full socket before handing
 	// that connection to a goroutine of its own, so that one slow reader
 	// never delays the others. Default 5ms.
@@ -60,6 +60,15 @@ func NewPool(opts Options) *Pool {
 	}
 	if opts.ShardStall <= 0 {
 		opts.ShardStall = 5 * time.Millisecond
+	}
+	if opts.PingInterval <= 0 {
+		opts.PingInterval = 30 * time.Second
+	}
+	if opts.PongTimeout <= 0 {
+		opts.PongTimeout = 10 * time.Second
+	}
+	if opts.QueueBytes <= 0 {
+		opts.QueueBytes = 1 << 20
 	}
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = opts.PongTimeout

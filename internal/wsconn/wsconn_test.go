@@ -432,7 +432,7 @@ func TestSlowClientIsClosed(t *testing.T) {
 		// Let the writer move the frame into the socket, so that the
 		// client is closed because its socket is full rather than
 		// because of a burst. Once the socket is full the frame stays.
-		deadline := time.Now().Add(200 * time.Millisecond)
+		deadline := time.Now().Add(time.Second)
 		for slow.Queued() > 0 && time.Now().Before(deadline) {
 			checkBound()
 			time.Sleep(100 * time.Microsecond)
@@ -485,12 +485,33 @@ func TestSlowClientIsClosed(t *testing.T) {
 	}
 }
 
+// TestHeartbeat uses test timings: a ping every 50ms, 100ms to answer. On a
+// loaded machine a scheduling stall of 100ms legitimately drops a live
+// client, so the scenario gets a few attempts, each on a fresh pool; a
+// heartbeat that is wrong fails every one of them.
 func TestHeartbeat(t *testing.T) {
+	const attempts = 3
+	for i := 1; ; i++ {
+		problem := heartbeatScenario(t)
+		if problem == "" {
+			return
+		}
+		if i == attempts {
+			t.Fatalf("attempt %d of %d: %s", i, attempts, problem)
+		}
+		t.Logf("attempt %d of %d: %s; retrying", i, attempts, problem)
+	}
+}
+
+// heartbeatScenario returns what went wrong, or "".
+func heartbeatScenario(t *testing.T) string {
+	t.Helper()
 	f := newFixture(t, wsconn.Options{
 		PingInterval: 50 * time.Millisecond,
 		PongTimeout:  100 * time.Millisecond,
 		WriteTimeout: 5 * time.Second,
 	})
+	defer f.pool.Close() // also in f's cleanup; frees this attempt's clients now
 	start := time.Now()
 
 	// Reads, so coder answers every ping.
@@ -517,43 +538,43 @@ func TestHeartbeat(t *testing.T) {
 			}
 		}
 	}()
-	stopTalker := sync.OnceFunc(func() { close(stop); <-talkerDone })
-	t.Cleanup(stopTalker)
+	defer func() { close(stop); <-talkerDone }()
 
 	// Never reads, so never answers a ping.
 	_, dead := f.connect(t)
 	deadAt := time.Now()
 
-	waitDone(t, dead, 2*time.Second, "client that does not answer pings")
+	select {
+	case <-dead.done:
+	case <-time.After(2 * time.Second):
+		return "client that does not answer pings not dropped within 2s"
+	}
 	t.Logf("unresponsive client dropped after %v", time.Since(deadAt))
 	if got := f.obs.pingTimeouts.Load(); got < 1 {
-		t.Fatalf("PingTimeout called %d times after the drop, want 1", got)
+		return fmt.Sprintf("PingTimeout called %d times after the drop, want 1", got)
 	}
 
-	// The others stay connected well past many ping rounds.
+	// The others stay connected through many ping rounds.
 	select {
 	case <-live.done:
-		t.Fatalf("reading client dropped after %v", time.Since(start))
+		return fmt.Sprintf("reading client dropped after %v", time.Since(start))
 	case <-talker.done:
-		t.Fatalf("sending client dropped after %v", time.Since(start))
+		return fmt.Sprintf("sending client dropped after %v", time.Since(start))
 	case <-time.After(time.Until(start.Add(1200 * time.Millisecond))):
 	}
-	stopTalker()
 	if got := f.obs.pingTimeouts.Load(); got != 1 {
-		t.Errorf("PingTimeout called %d times, want 1", got)
+		return fmt.Sprintf("PingTimeout called %d times, want 1", got)
 	}
-	// Pings were written: more than 1s / 50ms across the connections.
+	// Pings were written: 1.2s / 50ms to each of the two live clients.
 	if w := f.obs.writes.Load(); w < 10 {
-		t.Errorf("only %d socket writes in 1.2s: are pings sent?", w)
-	}
-	if live.isDone() || talker.isDone() {
-		t.Error("a live client was dropped")
+		return fmt.Sprintf("only %d socket writes in 1.2s: are pings sent?", w)
 	}
 	select {
 	case <-lr.done:
-		t.Errorf("reading client's Read ended: %v", lr.err)
+		return fmt.Sprintf("reading client's Read ended: %v", lr.err)
 	default:
 	}
+	return ""
 }
 
 func TestAbortClosesAtOnce(t *testing.T) {
@@ -568,7 +589,7 @@ func TestAbortClosesAtOnce(t *testing.T) {
 	if sc.Send(protocol.TextFrame(payload(10))) {
 		t.Error("Send after Abort returned true")
 	}
-	sc.Abort()                                    // idempotent
+	sc.Abort()                                  // idempotent
 	sc.CloseWith(1000, "", 10*time.Millisecond) // no-op
 	waitDone(t, sc, 2*time.Second, "after Abort")
 	err := r.wait(t, 2*time.Second)
@@ -642,7 +663,9 @@ func TestPoolClose(t *testing.T) {
 			t.Fatal("Send to the stuck client returned false")
 		}
 	}
-	time.Sleep(50 * time.Millisecond) // let the writer fill the socket
+	// The first write is reported once it has hit ShardStall, just before
+	// the connection gets a drain goroutine of its own, blocked in a write.
+	eventually(t, 5*time.Second, func() bool { return f.obs.writes.Load() >= 1 }, "no write to the stuck client")
 	if stuck.Queued() == 0 {
 		t.Fatal("128 MiB went through to a client that does not read")
 	}
