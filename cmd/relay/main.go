@@ -35,8 +35,9 @@ func main() {
 const usage = `usage: relay [command]
 
 commands:
-  serve     run a node (the default)
-  help      show this help
+  serve        run a node (the default)
+  healthcheck  exit 0 if the local node's /readyz answers 200 (for Docker HEALTHCHECK)
+  help         show this help
 
 relay is configured from the environment:
 `
@@ -56,6 +57,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		return serve(ctx, cfg, stderr)
+	case "healthcheck":
+		cfg, err := config.Load(getenv)
+		if err != nil {
+			return err
+		}
+		return healthcheck(ctx, cfg.Addr, stdout)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage+config.Usage())
 		return nil

@@ -132,3 +132,18 @@ func TestSIGTERM(t *testing.T) {
 		t.Fatalf("shutdown took %v, longer than RELAY_SHUTDOWN_TIMEOUT", d)
 	}
 }
+
+func TestHealthcheckCommand(t *testing.T) {
+	t.Parallel()
+	check := func(addr string) error {
+		cmd := exec.Command(binary, "healthcheck")
+		cmd.Env = append(os.Environ(), "RELAY_ADDR="+addr)
+		return cmd.Run()
+	}
+	if err := check(freeAddr(t)); err == nil {
+		t.Fatal("healthcheck passed with no node running")
+	}
+	if err := check(startNode(t, "hc").addr); err != nil {
+		t.Fatalf("healthcheck against a ready node: %v", err)
+	}
+}
