@@ -35,6 +35,12 @@ type node struct {
 // startNode starts a node with the default config overridden by env.
 func startNode(t *testing.T, env map[string]string) *node {
 	t.Helper()
+	return startNodeLogging(t, env, io.Discard)
+}
+
+// startNodeLogging is startNode with the node's log written to w as JSON.
+func startNodeLogging(t *testing.T, env map[string]string, w io.Writer) *node {
+	t.Helper()
 	cfg, err := config.Load(func(k string) string { return env[k] })
 	if err != nil {
 		t.Fatalf("config: %v", err)
@@ -42,7 +48,7 @@ func startNode(t *testing.T, env map[string]string) *node {
 	if cfg.NodeID == "" || env["RELAY_NODE_ID"] == "" {
 		cfg.NodeID = "test-node"
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	b := broker.NewMemory()
 	m := metrics.New()
 	h := hub.New(hub.Options{Node: cfg.NodeID, PresenceLimit: cfg.PresenceLimit,

@@ -1,11 +1,13 @@
 package server_test
 
 import (
+	"bytes"
 	"fmt"
 	"github.com/relay/relay/internal/wstest"
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -179,5 +181,52 @@ func TestUnknownRouteIsJSON(t *testing.T) {
 	status, body := request(t, http.MethodGet, n.url+"/nope", "", "")
 	if status != 404 || body["error"] == nil {
 		t.Fatalf("GET /nope = %d %v", status, body)
+	}
+}
+
+// lockedBuffer is a log sink the node writes to while the test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// Behind nginx, the client IP in logs is the one nginx forwards, but only
+// from a proxy named in RELAY_TRUSTED_PROXIES: anyone else could claim any
+// address in X-Forwarded-For.
+func TestTrustedProxies(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		trusted, want string
+	}{
+		{"127.0.0.1", `"ip":"203.0.113.7"`},
+		{"", `"ip":"127.0.0.1"`},
+		{"10.0.0.0/8", `"ip":"127.0.0.1"`},
+	} {
+		var logs lockedBuffer
+		n := startNodeLogging(t, map[string]string{"RELAY_TRUSTED_PROXIES": tc.trusted, "RELAY_LOG_LEVEL": "debug"}, &logs)
+		req, _ := http.NewRequest(http.MethodGet, n.url+"/api/data", nil)
+		req.Header.Set("X-Forwarded-For", "203.0.113.7")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		// The access log is written as the handler returns, which may be
+		// just after the client has its answer.
+		eventually(t, 5*time.Second, "the access log line with "+tc.want, func() bool {
+			return strings.Contains(logs.String(), tc.want)
+		})
 	}
 }
