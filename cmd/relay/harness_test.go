@@ -18,7 +18,7 @@ import (
 
 // proc is a relay node run from the real binary.
 type proc struct {
-	t    *testing.T
+	t    testing.TB
 	id   string
 	addr string
 	env  []string
@@ -33,7 +33,7 @@ func (p *proc) ws(query string) string { return "ws://" + p.addr + "/ws?" + quer
 
 // startNode runs a node and waits for /healthz. It is killed when the test
 // ends.
-func startNode(t *testing.T, id string, env ...string) *proc {
+func startNode(t testing.TB, id string, env ...string) *proc {
 	t.Helper()
 	p := &proc{t: t, id: id, addr: freeAddr(t)}
 	p.env = append([]string{"RELAY_ADDR=" + p.addr, "RELAY_NODE_ID=" + id, "RELAY_LOG_LEVEL=warn"}, env...)
@@ -67,7 +67,7 @@ func (p *proc) kill() {
 }
 
 // waitHTTP polls url until it answers status.
-func waitHTTP(t *testing.T, url string, status int, out fmt.Stringer) {
+func waitHTTP(t testing.TB, url string, status int, out fmt.Stringer) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -96,7 +96,7 @@ type nginx struct {
 func (n *nginx) url() string            { return "http://" + n.addr }
 func (n *nginx) ws(query string) string { return "ws://" + n.addr + "/ws?" + query }
 
-func startNginx(t *testing.T, nodes ...*proc) *nginx {
+func startNginx(t testing.TB, nodes ...*proc) *nginx {
 	t.Helper()
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
@@ -179,7 +179,15 @@ type cluster struct {
 
 const clusterAPIKey = "cluster-key"
 
-func startCluster(t *testing.T, env ...string) *cluster {
+func startCluster(t testing.TB, env ...string) *cluster {
+	t.Helper()
+	c := startBackplane(t, env...)
+	c.lb = startNginx(t, c.nodes...)
+	return c
+}
+
+// startBackplane is startCluster without nginx.
+func startBackplane(t testing.TB, env ...string) *cluster {
 	t.Helper()
 	c := &cluster{redis: redistest.Start(t)}
 	env = append([]string{
@@ -194,6 +202,5 @@ func startCluster(t *testing.T, env ...string) *cluster {
 	for _, p := range c.nodes {
 		waitHTTP(t, p.url()+"/readyz", 200, p.out)
 	}
-	c.lb = startNginx(t, c.nodes...)
 	return c
 }
