@@ -25,7 +25,7 @@ type proc struct {
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
-	out *bytes.Buffer
+	out *syncBuffer
 }
 
 func (p *proc) url() string            { return "http://" + p.addr }

@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,7 +18,9 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/relay/relay/internal/bench"
 	"github.com/relay/relay/internal/broker"
+	"github.com/relay/relay/internal/chatcli"
 	"github.com/relay/relay/internal/config"
 	"github.com/relay/relay/internal/hub"
 	"github.com/relay/relay/internal/metrics"
@@ -26,7 +29,7 @@ import (
 )
 
 func main() {
-	if err := run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+	if err := run(context.Background(), os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "relay:", err)
 		os.Exit(1)
 	}
@@ -36,6 +39,8 @@ const usage = `usage: relay [command]
 
 commands:
   serve        run a node (the default)
+  chat URL     a terminal client: relay chat ws://localhost:3000/ws [-name N] [-token JWT]
+  bench ...    a load generator: relay bench [flags] idle|fanout|chat|http (relay bench -h)
   healthcheck  exit 0 if the local node's /readyz answers 200 (for Docker HEALTHCHECK)
   help         show this help
 
@@ -43,7 +48,7 @@ relay is configured from the environment:
 `
 
 // run is the whole program; main only maps its error to an exit status.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
 	cmd := "serve"
 	if len(args) > 0 {
 		cmd = args[0]
@@ -57,6 +62,30 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		return serve(ctx, cfg, stderr)
+	case "bench":
+		opts, err := bench.ParseArgs(args[1:], stderr)
+		if err != nil {
+			return err
+		}
+		ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		rep, err := bench.Run(ctx, opts, stderr)
+		if err != nil {
+			return err
+		}
+		if opts.JSON {
+			return rep.JSON(stdout)
+		}
+		rep.Print(stdout)
+		return nil
+	case "chat":
+		opts, err := parseChatArgs(args[1:], stderr)
+		if err != nil {
+			return err
+		}
+		ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return chatcli.Run(ctx, opts, stdin, stdout)
 	case "healthcheck":
 		cfg, err := config.Load(getenv)
 		if err != nil {
@@ -171,4 +200,34 @@ func serve(ctx context.Context, cfg config.Config, logw io.Writer) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+func parseChatArgs(args []string, stderr io.Writer) (chatcli.Options, error) {
+	var o chatcli.Options
+	fs := flag.NewFlagSet("relay chat", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.Token, "token", "", "JWT to connect with (RELAY_JWT_SECRET set on the server)")
+	fs.StringVar(&o.Name, "name", "", "name to use when the server takes ?name=")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: relay chat [-token JWT] [-name NAME] ws://host:port/ws")
+		fs.PrintDefaults()
+	}
+	// Flags may come after the URL too: relay chat ws://... -name alice
+	var rest []string
+	for len(args) > 0 {
+		if err := fs.Parse(args); err != nil {
+			return o, err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		rest = append(rest, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if len(rest) != 1 {
+		fs.Usage()
+		return o, errors.New("relay chat: give one ws:// URL")
+	}
+	o.URL = rest[0]
+	return o, nil
 }

@@ -3,13 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -44,12 +47,30 @@ func freeAddr(t testing.TB) string {
 	return ln.Addr().String()
 }
 
-func command(env ...string) (*exec.Cmd, *bytes.Buffer) {
+func command(env ...string) (*exec.Cmd, *syncBuffer) {
 	cmd := exec.Command(binary)
 	cmd.Env = append(os.Environ(), env...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	return cmd, &out
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	return cmd, out
+}
+
+// syncBuffer collects a process's output while the test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func TestBadConfigExits(t *testing.T) {
@@ -145,5 +166,108 @@ func TestHealthcheckCommand(t *testing.T) {
 	}
 	if err := check(startNode(t, "hc").addr); err != nil {
 		t.Fatalf("healthcheck against a ready node: %v", err)
+	}
+}
+
+// relay chat driven through a pipe: typed lines become frames, frames are
+// printed readably.
+func TestChatCommand(t *testing.T) {
+	t.Parallel()
+	p := startNode(t, "chat-node")
+	cmd := exec.Command(binary, "chat", p.ws(""), "-name", "alice")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintln(stdin, "hello there")
+	fmt.Fprintln(stdin, "/join ops")
+	fmt.Fprintln(stdin, "in ops")
+	fmt.Fprintln(stdin, "/ping")
+	fmt.Fprintln(stdin, `{"type":"bogus"}`)
+	fmt.Fprintln(stdin, "/nonsense")
+	// Wait for the last answer before ending the input, so that the
+	// session's output is complete.
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(out.String(), "unknown_type") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	stdin.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("relay chat: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{
+		"* connected to chat-node as alice, 1 online in lobby",
+		"[lobby] alice: hello there",
+		"* alice joined ops (1 online)",
+		"[ops] alice: in ops",
+		"* pong",
+		`! unknown_type: unknown type "bogus"`,
+		`unknown command "/nonsense"`,
+		"* closed",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+// relay bench against a real node, small enough for a unit test: it must
+// report exactly what it sent and that all of it arrived.
+func TestBenchCommand(t *testing.T) {
+	t.Parallel()
+	p := startNode(t, "bench-node", "RELAY_API_KEY=k", "RELAY_RATE_LIMIT=0")
+	for _, args := range [][]string{
+		{"-conns", "30", "-rooms", "3", "-rate", "40", "-messages", "30", "-api-key", "k", "fanout"},
+		{"-conns", "10", "-rooms", "2", "-rate", "40", "-messages", "20", "-publish", "ws", "fanout"},
+		{"-conns", "12", "-rooms", "3", "-every", "200ms", "-duration", "1s", "chat"},
+		{"-conns", "50", "-duration", "1s", "idle"},
+		{"-workers", "4", "-duration", "1s", "http"},
+	} {
+		cmd := exec.Command(binary, append([]string{"bench", "-url", p.url(), "-json", "-quiet"}, args...)...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("relay bench %v: %v\n%s", args, err, stderr.String())
+		}
+		var rep struct {
+			Scenario    string  `json:"scenario"`
+			Published   int     `json:"published"`
+			Expected    int     `json:"expected"`
+			Delivered   int     `json:"delivered"`
+			Lost        int     `json:"lost"`
+			Duplicated  int     `json:"duplicated"`
+			Reordered   int     `json:"reordered"`
+			ErrorFrames int     `json:"error_frames"`
+			Requests    int     `json:"requests"`
+			KBPerConn   float64 `json:"server_kb_per_conn"`
+			RSSAfter    float64 `json:"server_rss_after_mb"`
+		}
+		if err := json.Unmarshal(out, &rep); err != nil {
+			t.Fatalf("relay bench %v: bad JSON %q", args, out)
+		}
+		scenario := args[len(args)-1]
+		switch scenario {
+		case "fanout", "chat":
+			if rep.Published == 0 || rep.Delivered != rep.Expected || rep.Lost+rep.Duplicated+rep.Reordered+rep.ErrorFrames != 0 {
+				t.Errorf("%v: %+v", args, rep)
+			}
+		case "idle":
+			if rep.RSSAfter == 0 {
+				t.Errorf("idle: no server memory read from /metrics: %+v", rep)
+			}
+		case "http":
+			if rep.Requests == 0 || rep.ErrorFrames != 0 {
+				t.Errorf("http: %+v", rep)
+			}
+		}
+		if s := string(out); scenario == "fanout" && args[len(args)-2] != "ws" && !strings.Contains(s, `"published": 30`) {
+			t.Errorf("fanout did not report the 30 messages it sent: %s", s)
+		}
 	}
 }

@@ -1,0 +1,181 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Report is the result of a run; Print shows it as a table, JSON as JSON.
+type Report struct {
+	Scenario string `json:"scenario"`
+	URL      string `json:"url"`
+
+	Conns          int     `json:"conns"`
+	ConnectSeconds float64 `json:"connect_seconds,omitempty"`
+
+	Published      int     `json:"published,omitempty"`
+	PublishLate    int     `json:"publish_late,omitempty"` // publishes that started over one interval behind schedule
+	PublishErrors  int     `json:"publish_errors,omitempty"`
+	Expected       int     `json:"expected,omitempty"`
+	Delivered      int     `json:"delivered,omitempty"`
+	Lost           int     `json:"lost"`
+	Duplicated     int     `json:"duplicated"`
+	Reordered      int     `json:"reordered"`
+	DeliveriesPerS float64 `json:"deliveries_per_second,omitempty"`
+	P50Ms          float64 `json:"p50_ms,omitempty"`
+	P99Ms          float64 `json:"p99_ms,omitempty"`
+	MaxMs          float64 `json:"max_ms,omitempty"`
+	ErrorFrames    int     `json:"error_frames"`
+
+	Requests int     `json:"requests,omitempty"`
+	RPS      float64 `json:"requests_per_second,omitempty"`
+
+	PresenceFrames int     `json:"presence_frames,omitempty"` // join/leave/presence frames received by all clients
+	StalledClosed  int     `json:"stalled_closed_1008,omitempty"`
+	DisconnectSec  float64 `json:"disconnect_seconds,omitempty"`
+
+	ServerRSSBeforeMB float64 `json:"server_rss_before_mb,omitempty"`
+	ServerRSSAfterMB  float64 `json:"server_rss_after_mb,omitempty"`
+	ServerRSSPeakMB   float64 `json:"server_rss_peak_mb,omitempty"`
+	KBPerConn         float64 `json:"server_kb_per_conn,omitempty"`
+	ServerCPUPercent  float64 `json:"server_cpu_percent,omitempty"` // of one core, during the measured phase
+	FramesPerWrite    float64 `json:"frames_per_socket_write,omitempty"`
+	BenchCPUPercent   float64 `json:"bench_cpu_percent,omitempty"` // the load generator's own, of one core
+}
+
+// Print writes the report as a table.
+func (rep *Report) Print(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(k string, v any) { fmt.Fprintf(tw, "%s\t%v\n", k, v) }
+	row("scenario", rep.Scenario+" "+rep.URL)
+	if rep.Conns > 0 {
+		row("connections", rep.Conns)
+	}
+	if rep.ConnectSeconds > 0 {
+		row("connect time", fmt.Sprintf("%.1f s", rep.ConnectSeconds))
+	}
+	if rep.Requests > 0 {
+		row("requests", rep.Requests)
+		row("requests/s", fmt.Sprintf("%.0f", rep.RPS))
+	}
+	if rep.Published > 0 {
+		row("published", fmt.Sprintf("%d (%d late, %d refused)", rep.Published, rep.PublishLate, rep.PublishErrors))
+	}
+	if rep.Expected > 0 {
+		row("delivered", fmt.Sprintf("%d of %d", rep.Delivered, rep.Expected))
+		row("lost / duplicated / reordered", fmt.Sprintf("%d / %d / %d", rep.Lost, rep.Duplicated, rep.Reordered))
+		row("deliveries/s", fmt.Sprintf("%.0f", rep.DeliveriesPerS))
+	}
+	if rep.P50Ms > 0 || rep.P99Ms > 0 {
+		row("latency p50 / p99 / max", fmt.Sprintf("%.1f / %.1f / %.1f ms", rep.P50Ms, rep.P99Ms, rep.MaxMs))
+	}
+	row("error frames", rep.ErrorFrames)
+	if rep.PresenceFrames > 0 {
+		row("presence frames received", rep.PresenceFrames)
+	}
+	if rep.StalledClosed > 0 {
+		row("stalled clients closed (1008)", rep.StalledClosed)
+	}
+	if rep.DisconnectSec > 0 {
+		row("disconnect all", fmt.Sprintf("%.1f s", rep.DisconnectSec))
+	}
+	if rep.ServerRSSAfterMB > 0 {
+		row("server RSS before / after / peak", fmt.Sprintf("%.1f / %.1f / %.1f MB", rep.ServerRSSBeforeMB, rep.ServerRSSAfterMB, rep.ServerRSSPeakMB))
+	}
+	if rep.KBPerConn > 0 {
+		row("server memory per connection", fmt.Sprintf("%.1f KB", rep.KBPerConn))
+	}
+	if rep.ServerCPUPercent > 0 {
+		row("server CPU", fmt.Sprintf("%.1f %% of a core", rep.ServerCPUPercent))
+	}
+	if rep.BenchCPUPercent > 0 {
+		row("load generator CPU", fmt.Sprintf("%.1f %% of a core", rep.BenchCPUPercent))
+	}
+	if rep.FramesPerWrite > 0 {
+		row("frames per socket write", fmt.Sprintf("%.2f", rep.FramesPerWrite))
+	}
+	tw.Flush()
+}
+
+// JSON writes the report as one JSON object.
+func (rep *Report) JSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(rep)
+}
+
+func (r *runner) fillLatency(rep *Report) {
+	q := r.hist.quantiles(0.5, 0.99, 1)
+	rep.P50Ms, rep.P99Ms, rep.MaxMs = ms(q[0]), ms(q[1]), ms(q[2])
+	rep.ErrorFrames = int(r.errors.Load())
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// serverStats is what the load generator reads from the server's /metrics:
+// the process collector's memory and CPU, and relay's write counters. It
+// works across the network and into containers (one node's view).
+type serverStats struct {
+	rss, cpuSeconds, socketWrites, framesWritten, connections float64
+	at                                                        time.Time
+}
+
+func (r *runner) scrape(ctx context.Context) (serverStats, error) {
+	s := serverStats{at: time.Now()}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.o.URL+"/metrics", nil)
+	if err != nil {
+		return s, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return s, fmt.Errorf("read server metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64*1024), 1<<20)
+	for sc.Scan() {
+		name, val, ok := strings.Cut(sc.Text(), " ")
+		if !ok || strings.HasPrefix(name, "#") {
+			continue
+		}
+		v, err := strconv.ParseFloat(val, 64)
+		if err != nil {
+			continue
+		}
+		switch name {
+		case "process_resident_memory_bytes":
+			s.rss = v
+		case "process_cpu_seconds_total":
+			s.cpuSeconds = v
+		case "relay_socket_writes_total":
+			s.socketWrites = v
+		case "relay_frames_written_total":
+			s.framesWritten = v
+		case "relay_connections":
+			s.connections = v
+		}
+	}
+	return s, sc.Err()
+}
+
+// between fills the report's server figures from two scrapes.
+func between(rep *Report, a, b serverStats) {
+	rep.ServerRSSBeforeMB, rep.ServerRSSAfterMB = a.rss/1e6, b.rss/1e6
+	rep.ServerRSSPeakMB = max(rep.ServerRSSPeakMB, b.rss/1e6)
+	if el := b.at.Sub(a.at).Seconds(); el > 0 {
+		rep.ServerCPUPercent = 100 * (b.cpuSeconds - a.cpuSeconds) / el
+	}
+	if w := b.socketWrites - a.socketWrites; w > 0 {
+		rep.FramesPerWrite = (b.framesWritten - a.framesWritten) / w
+	}
+}

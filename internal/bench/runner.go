@@ -1,0 +1,177 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// runner holds one run's connections and counters.
+type runner struct {
+	o     Options
+	out   io.Writer
+	wsURL string
+
+	hist       *histogram
+	deliveries atomic.Int64
+	errors     atomic.Int64
+	sent       atomic.Int64
+	readers    sync.WaitGroup // reader goroutines
+
+	mu        sync.Mutex
+	conns     []*conn
+	lastError string
+}
+
+func (r *runner) noteError(frame string) {
+	r.mu.Lock()
+	r.lastError = frame
+	r.mu.Unlock()
+}
+
+// Run executes the scenario in o and returns its report. Progress lines go
+// to out every second unless o.Quiet.
+func Run(ctx context.Context, o Options, out io.Writer) (*Report, error) {
+	r := &runner{o: o, out: out, hist: newHistogram()}
+	r.wsURL = "ws" + strings.TrimPrefix(o.URL, "http") + "/ws"
+	need := o.Conns + o.Stall + 64
+	if o.Scenario == "http" {
+		need = o.Workers + 64
+	}
+	raiseOpenFiles(need, out)
+
+	switch o.Scenario {
+	case "idle":
+		return r.idle(ctx)
+	case "fanout":
+		return r.fanout(ctx)
+	case "chat":
+		return r.chat(ctx)
+	default:
+		return r.http(ctx)
+	}
+}
+
+// raiseOpenFiles lifts the soft open-files limit to what the run needs, up
+// to the hard limit, and says so when the hard limit is too low.
+func raiseOpenFiles(need int, out io.Writer) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return
+	}
+	if lim.Cur >= uint64(need) {
+		return
+	}
+	want := min(uint64(need), lim.Max)
+	old := lim.Cur
+	lim.Cur = want
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil {
+		fmt.Fprintf(out, "bench: raised the open-files limit from %d to %d\n", old, want)
+	}
+	if lim.Max < uint64(need) {
+		fmt.Fprintf(out, "bench: warning: the open-files hard limit is %d, below the %d this run needs; raise it (ulimit -n) or expect dial errors\n", lim.Max, need)
+	}
+}
+
+// connect opens n connections at the ramp rate, assigning rooms round
+// robin from the given first id, and returns them in id order.
+func (r *runner) connect(ctx context.Context, first, n int, read bool) ([]*conn, error) {
+	out := make([]*conn, n)
+	var wg sync.WaitGroup
+	var firstErr error
+	var errMu sync.Mutex
+	tick := time.NewTicker(time.Second / time.Duration(r.o.Ramp))
+	defer tick.Stop()
+	sem := make(chan struct{}, 256) // dials in flight
+	for i := range n {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		errMu.Lock()
+		failed := firstErr != nil
+		errMu.Unlock()
+		if failed {
+			break
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			id := first + i
+			c, err := r.dial(ctx, id, r.roomOf(id), read)
+			if err != nil {
+				errMu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				errMu.Unlock()
+				return
+			}
+			out[i] = c
+			r.mu.Lock()
+			r.conns = append(r.conns, c)
+			r.mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return out, firstErr
+}
+
+func (r *runner) roomOf(id int) string { return fmt.Sprintf("bench-%d", id%r.o.Rooms) }
+
+// closeAll closes every connection and waits for the readers.
+func (r *runner) closeAll() {
+	r.mu.Lock()
+	conns := r.conns
+	r.conns = nil
+	r.mu.Unlock()
+	for _, c := range conns {
+		_ = c.ws.CloseNow()
+	}
+	r.readers.Wait()
+}
+
+// progress prints a line every second until stop is closed.
+func (r *runner) progress(stop <-chan struct{}, done chan<- struct{}, open func() int) {
+	defer close(done)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	start := time.Now()
+	last := r.deliveries.Load()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		d := r.deliveries.Load()
+		q := r.hist.quantiles(0.5, 0.99)
+		if !r.o.Quiet {
+			fmt.Fprintf(r.out, "t=%3.0fs conns=%d deliveries/s=%d p50=%v p99=%v errors=%d\n",
+				time.Since(start).Seconds(), open(), d-last, q[0], q[1], r.errors.Load())
+		}
+		last = d
+	}
+}
+
+// startProgress runs progress in the background; the returned func stops
+// it and waits for it.
+func (r *runner) startProgress(open func() int) func() {
+	stop, done := make(chan struct{}), make(chan struct{})
+	go r.progress(stop, done, open)
+	return func() { close(stop); <-done }
+}
+
+func (r *runner) openConns() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.conns)
+}

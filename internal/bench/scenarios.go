@@ -1,0 +1,378 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// ownCPU returns this process's CPU time.
+func ownCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// idle opens the connections, holds them, then drops them all at once.
+func (r *runner) idle(ctx context.Context) (*Report, error) {
+	rep := &Report{Scenario: "idle", URL: r.o.URL, Conns: r.o.Conns}
+	before, err := r.scrape(ctx)
+	if err != nil {
+		return nil, err
+	}
+	stop := r.startProgress(r.openConns)
+	start := time.Now()
+	_, err = r.connect(ctx, 0, r.o.Conns, true)
+	rep.ConnectSeconds = time.Since(start).Seconds()
+	if err != nil {
+		stop()
+		r.closeAll()
+		return nil, err
+	}
+	// Settle (presence events, GC), then measure the hold.
+	time.Sleep(2 * time.Second)
+	held, err := r.scrape(ctx)
+	if err != nil {
+		stop()
+		r.closeAll()
+		return nil, err
+	}
+	select {
+	case <-time.After(r.o.Duration):
+	case <-ctx.Done():
+	}
+	after, err := r.scrape(ctx)
+	stop()
+	if err != nil {
+		r.closeAll()
+		return nil, err
+	}
+	between(rep, held, after)
+	rep.ServerRSSBeforeMB = before.rss / 1e6
+	rep.KBPerConn = (after.rss - before.rss) / float64(r.o.Conns) / 1000
+	rep.ServerRSSPeakMB = after.rss / 1e6
+	for _, c := range r.conns {
+		rep.PresenceFrames += int(c.presence.Load())
+	}
+
+	// Everyone leaves at once: the server must not balloon or stall.
+	start = time.Now()
+	r.mu.Lock()
+	conns := r.conns
+	r.conns = nil
+	r.mu.Unlock()
+	for _, c := range conns {
+		_ = c.ws.CloseNow()
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		s, err := r.scrape(ctx)
+		if err == nil {
+			rep.ServerRSSPeakMB = max(rep.ServerRSSPeakMB, s.rss/1e6)
+			if s.connections == 0 {
+				break
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	rep.DisconnectSec = time.Since(start).Seconds()
+	r.readers.Wait()
+	r.fillLatency(rep)
+	return rep, nil
+}
+
+// fanout connects subscribers over the rooms and publishes messages at a
+// fixed rate, through POST /api/notify or a WebSocket publisher per room.
+func (r *runner) fanout(ctx context.Context) (*Report, error) {
+	o := r.o
+	rep := &Report{Scenario: "fanout", URL: o.URL, Conns: o.Conns}
+	defer r.closeAll()
+	stop := r.startProgress(r.openConns)
+	defer stop()
+
+	start := time.Now()
+	subs, err := r.connect(ctx, 0, o.Conns, true)
+	if err != nil {
+		return nil, err
+	}
+	rep.ConnectSeconds = time.Since(start).Seconds()
+	var stalled []*conn
+	if o.Stall > 0 {
+		if stalled, err = r.connect(ctx, o.Conns, o.Stall, false); err != nil {
+			return nil, err
+		}
+	}
+	// Publishers (ws mode): one per room, ids after everyone else's; their
+	// own copies are not counted.
+	pubs := make(map[int]*conn) // by room index
+	if o.Publish == "ws" {
+		cs, err := r.connect(ctx, o.Conns+o.Stall, o.Rooms, true)
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range cs {
+			c.publisher.Store(true)
+			pubs[roomIndex(c.id, o.Rooms)] = c
+		}
+	}
+
+	before, err := r.scrape(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cpu0 := ownCPU()
+	r.deliveries.Store(0)
+	perRoom := make([]int, o.Rooms)
+	pad := padding(o.Size)
+	client := &http.Client{Timeout: 10 * time.Second}
+	interval := time.Duration(float64(time.Second) / o.Rate)
+	t0 := time.Now()
+	for i := range o.Messages {
+		due := t0.Add(time.Duration(i) * interval)
+		if wait := time.Until(due); wait > 0 {
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		} else if -wait > interval {
+			rep.PublishLate++
+		}
+		room := i % o.Rooms
+		data := benchData(room, perRoom[room], time.Now(), pad)
+		var perr error
+		if o.Publish == "ws" {
+			b, _ := json.Marshal(map[string]string{"type": "message", "room": fmt.Sprintf("bench-%d", room), "data": data})
+			perr = pubs[room].ws.Write(ctx, websocket.MessageText, b)
+		} else {
+			perr = r.notify(ctx, client, fmt.Sprintf("bench-%d", room), data)
+		}
+		if perr != nil {
+			rep.PublishErrors++
+			continue
+		}
+		perRoom[room]++
+		rep.Published++
+	}
+	published := time.Since(t0)
+
+	// Wait for the last deliveries: until every subscriber has all, or 5 s.
+	expected := 0
+	for _, c := range subs {
+		expected += perRoom[roomIndex(c.id, o.Rooms)]
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for int(r.deliveries.Load()) < expected && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	elapsed := time.Since(t0)
+	after, err := r.scrape(ctx)
+	if err != nil {
+		return nil, err
+	}
+	between(rep, before, after)
+	rep.BenchCPUPercent = 100 * (ownCPU() - cpu0).Seconds() / elapsed.Seconds()
+
+	for _, c := range subs {
+		got, lost, dups, re := c.tr.counts(map[int]int{roomIndex(c.id, o.Rooms): perRoom[roomIndex(c.id, o.Rooms)]})
+		rep.Delivered += got
+		rep.Lost += lost
+		rep.Duplicated += dups
+		rep.Reordered += re
+	}
+	rep.Expected = expected
+	rep.DeliveriesPerS = float64(rep.Delivered) / published.Seconds()
+	for _, c := range stalled {
+		if c.closeCode.Load() == 1008 || !r.stalledOpen(ctx, c) {
+			rep.StalledClosed++
+		}
+	}
+	r.fillLatency(rep)
+	return rep, nil
+}
+
+func roomIndex(id, rooms int) int { return id % rooms }
+
+// stalledOpen reports whether a stalled connection is still open, reading
+// what the server sent it to find out (ending the stall).
+func (r *runner) stalledOpen(ctx context.Context, c *conn) bool {
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	for {
+		_, rd, err := c.ws.Reader(rctx)
+		if err != nil {
+			return rctx.Err() != nil // still open if only our patience ran out
+		}
+		_, _ = io.Copy(io.Discard, rd)
+	}
+}
+
+func (r *runner) notify(ctx context.Context, client *http.Client, room, text string) error {
+	body, _ := json.Marshal(map[string]string{"message": text, "room": room})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.o.URL+"/api/notify", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if r.o.APIKey != "" {
+		req.Header.Set("Authorization", "Bearer "+r.o.APIKey)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("notify: HTTP %d", resp.StatusCode)
+	}
+	return nil
+}
+
+// chat connects clients over the rooms; each sends a message every
+// o.Every, with starts spread so that the load is even.
+func (r *runner) chat(ctx context.Context) (*Report, error) {
+	o := r.o
+	rep := &Report{Scenario: "chat", URL: o.URL, Conns: o.Conns}
+	defer r.closeAll()
+	stop := r.startProgress(r.openConns)
+	defer stop()
+
+	start := time.Now()
+	clients, err := r.connect(ctx, 0, o.Conns, true)
+	if err != nil {
+		return nil, err
+	}
+	rep.ConnectSeconds = time.Since(start).Seconds()
+	before, err := r.scrape(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cpu0 := ownCPU()
+	r.deliveries.Store(0)
+	pad := padding(o.Size)
+	sent := make([]int, o.Conns)
+	t0 := time.Now()
+	var wg sync.WaitGroup
+	for i, c := range clients {
+		wg.Add(1)
+		go func() { // one sender per client, bounded by the duration
+			defer wg.Done()
+			offset := time.Duration(int64(o.Every) * int64(i) / int64(o.Conns))
+			for seq := 0; ; seq++ {
+				due := t0.Add(offset + time.Duration(seq)*o.Every)
+				if due.Sub(t0) >= o.Duration {
+					return
+				}
+				select {
+				case <-time.After(time.Until(due)):
+				case <-ctx.Done():
+					return
+				}
+				b, _ := json.Marshal(map[string]string{"type": "message", "room": c.room, "data": benchData(c.id, seq, time.Now(), pad)})
+				if err := c.ws.Write(ctx, websocket.MessageText, b); err != nil {
+					return
+				}
+				sent[i] = seq + 1
+				r.sent.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	published := time.Since(t0)
+
+	byRoom := make(map[string]map[int]int)
+	for i, c := range clients {
+		if byRoom[c.room] == nil {
+			byRoom[c.room] = make(map[int]int)
+		}
+		byRoom[c.room][c.id] = sent[i]
+	}
+	expected := 0
+	for _, c := range clients {
+		for _, n := range byRoom[c.room] {
+			expected += n
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for int(r.deliveries.Load()) < expected && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	after, err := r.scrape(ctx)
+	if err != nil {
+		return nil, err
+	}
+	between(rep, before, after)
+	rep.BenchCPUPercent = 100 * (ownCPU() - cpu0).Seconds() / time.Since(t0).Seconds()
+	for _, c := range clients {
+		got, lost, dups, re := c.tr.counts(byRoom[c.room])
+		rep.Delivered += got
+		rep.Lost += lost
+		rep.Duplicated += dups
+		rep.Reordered += re
+	}
+	rep.Published = int(r.sent.Load())
+	rep.Expected = expected
+	rep.DeliveriesPerS = float64(rep.Delivered) / published.Seconds()
+	r.fillLatency(rep)
+	return rep, nil
+}
+
+// http loads GET /api/data with o.Workers concurrent keep-alive clients.
+func (r *runner) http(ctx context.Context) (*Report, error) {
+	o := r.o
+	rep := &Report{Scenario: "http", URL: o.URL}
+	tr := &http.Transport{MaxIdleConnsPerHost: o.Workers, MaxConnsPerHost: o.Workers}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	before, err := r.scrape(ctx)
+	if err != nil {
+		return nil, err
+	}
+	stop := r.startProgress(func() int { return o.Workers })
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	end := t0.Add(o.Duration)
+	for range o.Workers {
+		wg.Add(1)
+		go func() { // bounded by the duration
+			defer wg.Done()
+			for time.Now().Before(end) && ctx.Err() == nil {
+				start := time.Now()
+				resp, err := client.Get(o.URL + "/api/data")
+				if err != nil {
+					r.errors.Add(1)
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					r.errors.Add(1)
+					continue
+				}
+				r.hist.add(time.Since(start))
+				r.deliveries.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	stop()
+	elapsed := time.Since(t0)
+	after, err := r.scrape(ctx)
+	if err != nil {
+		return nil, err
+	}
+	between(rep, before, after)
+	rep.Requests = int(r.deliveries.Load())
+	rep.RPS = float64(rep.Requests) / elapsed.Seconds()
+	r.fillLatency(rep)
+	return rep, nil
+}
