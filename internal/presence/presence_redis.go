@@ -183,10 +183,14 @@ func (r *Redis) markSync() {
 
 // Run keeps this node counted until ctx ends, then removes it from every
 // count (a graceful exit need not wait for the TTL).
+//
+// While Redis is unreachable it retries every quarter second rather than
+// every TTL/4, so that counts are rewritten as soon as Redis is back.
 func (r *Redis) Run(ctx context.Context) {
-	t := time.NewTicker(r.ttl / 4)
+	period := r.ttl / 4
+	retry := min(period, 250*time.Millisecond)
+	t := time.NewTimer(0)
 	defer t.Stop()
-	r.renew(ctx)
 	for {
 		select {
 		case <-ctx.Done():
@@ -196,40 +200,47 @@ func (r *Redis) Run(ctx context.Context) {
 			r.client.Del(bg, r.nodeKey)
 			return
 		case <-t.C:
-			r.renew(ctx)
+		}
+		if r.renew(ctx) {
 			r.reap(ctx)
+			t.Reset(period)
+		} else {
+			t.Reset(retry)
 		}
 	}
 }
 
 // renew extends this node's life, and rewrites its hash from the local
-// counts when Redis lost it (a restart) or an Add failed.
-func (r *Redis) renew(ctx context.Context) {
+// counts when Redis lost it (a restart) or an Add failed. It reports
+// whether everything succeeded.
+func (r *Redis) renew(ctx context.Context) bool {
 	ctx, cancel := context.WithTimeout(ctx, r.ttl/4)
 	defer cancel()
 	now, err := r.client.Time(ctx).Result()
 	if err != nil {
 		r.markSync()
-		return
+		return false
 	}
 	ttl := r.ttl.Milliseconds()
 	kept, err := r.client.PExpire(ctx, r.nodeKey, 2*r.ttl).Result()
 	if err != nil {
 		r.markSync()
-		return
+		return false
 	}
 	r.localMu.Lock()
 	sync := r.needSync || (!kept && len(r.local) > 0)
 	r.localMu.Unlock()
-	if sync {
-		r.rewrite(ctx)
+	if sync && !r.rewrite(ctx) {
+		return false
 	}
 	if err := r.client.ZAdd(ctx, r.nodesKey, redis.Z{Score: float64(now.UnixMilli() + ttl), Member: r.node}).Err(); err != nil {
 		r.markSync()
+		return false
 	}
+	return true
 }
 
-func (r *Redis) rewrite(ctx context.Context) {
+func (r *Redis) rewrite(ctx context.Context) bool {
 	r.resync.Lock()
 	defer r.resync.Unlock()
 	r.localMu.Lock()
@@ -248,12 +259,13 @@ func (r *Redis) rewrite(ctx context.Context) {
 	})
 	if err != nil {
 		r.log.Warn("presence resync failed", "err", err)
-		return
+		return false
 	}
 	r.localMu.Lock()
 	r.needSync = false
 	r.localMu.Unlock()
 	r.log.Info("presence counts rewritten", "rooms", len(fields)/2)
+	return true
 }
 
 // reap removes nodes whose life ran out and reports their rooms.
