@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -112,11 +113,25 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 // accepting, close the clients (1012), stop the hub, close the broker.
 func serve(ctx context.Context, cfg config.Config, logw io.Writer) error {
 	log := newLogger(cfg, logw)
+	if os.Getenv("GOGC") == "" {
+		// Most of a busy node's heap is long-lived connection state; the
+		// default GOGC=100 lets garbage grow as large as all of it. Half
+		// that costs little CPU, since fan-out allocates per message, not
+		// per receiver. GOGC in the environment overrides this.
+		debug.SetGCPercent(50)
+	}
 	if cfg.JWTSecret == "" {
 		log.Warn("RELAY_JWT_SECRET is not set: anyone can connect as a guest")
 	}
 	if cfg.APIKey == "" {
 		log.Warn("RELAY_API_KEY is not set: POST /api/notify is open to anyone who can reach it")
+	}
+	if cfg.DebugAddr != "" {
+		stopDebug, err := serveDebug(cfg.DebugAddr, log)
+		if err != nil {
+			return fmt.Errorf("RELAY_DEBUG_ADDR: %w", err)
+		}
+		defer stopDebug()
 	}
 
 	var b broker.Broker

@@ -125,7 +125,14 @@ func (r *runner) connect(ctx context.Context, first, n int, read bool) ([]*conn,
 	return out, firstErr
 }
 
-func (r *runner) roomOf(id int) string { return fmt.Sprintf("bench-%d", id%r.o.Rooms) }
+// roomOf is the room connection id joins. Idle connections stay in lobby,
+// as a client that only listens does, unless told to spread over rooms.
+func (r *runner) roomOf(id int) string {
+	if r.o.Scenario == "idle" && r.o.Rooms == 1 {
+		return "lobby"
+	}
+	return fmt.Sprintf("bench-%d", id%r.o.Rooms)
+}
 
 // closeAll closes every connection and waits for the readers.
 func (r *runner) closeAll() {

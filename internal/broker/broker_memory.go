@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"slices"
 	"sync"
 )
 
@@ -18,15 +19,22 @@ type Memory struct {
 
 var _ Broker = (*Memory)(nil)
 
-// bus is shared by the Memory brokers of one process (see Peer).
+// bus is shared by the Memory brokers of one process (see Peer). A topic
+// has one subscriber per node, and usually one node: a slice is far smaller
+// than a map, which matters with a topic per connected user.
 type bus struct {
 	mu   sync.RWMutex
-	subs map[string]map[*Memory]Handler
+	subs map[string][]memSub
+}
+
+type memSub struct {
+	node *Memory
+	h    Handler
 }
 
 // NewMemory returns an in-process broker.
 func NewMemory() *Memory {
-	return &Memory{bus: &bus{subs: make(map[string]map[*Memory]Handler)}}
+	return &Memory{bus: &bus{subs: make(map[string][]memSub)}}
 }
 
 // Peer returns another broker on the same in-process bus, as if it were a
@@ -53,8 +61,8 @@ func (m *Memory) Publish(ctx context.Context, topic string, payload []byte) erro
 	// call back into the broker (see Handler).
 	m.bus.mu.RLock()
 	defer m.bus.mu.RUnlock()
-	for _, h := range m.bus.subs[topic] {
-		h(topic, payload)
+	for _, sub := range m.bus.subs[topic] {
+		sub.h(topic, payload)
 	}
 	return nil
 }
@@ -71,12 +79,14 @@ func (m *Memory) Subscribe(ctx context.Context, topic string, h Handler) error {
 	if m.isClosed() {
 		return ErrClosed
 	}
-	nodes := m.bus.subs[topic]
-	if nodes == nil {
-		nodes = make(map[*Memory]Handler)
-		m.bus.subs[topic] = nodes
+	subs := m.bus.subs[topic]
+	for i := range subs {
+		if subs[i].node == m {
+			subs[i].h = h
+			return nil
+		}
 	}
-	nodes[m] = h
+	m.bus.subs[topic] = append(subs, memSub{m, h})
 	return nil
 }
 
@@ -95,11 +105,12 @@ func (m *Memory) Unsubscribe(ctx context.Context, topic string) error {
 }
 
 func (b *bus) unsubscribeLocked(m *Memory, topic string) {
-	nodes := b.subs[topic]
-	delete(nodes, m)
-	if len(nodes) == 0 {
+	subs := slices.DeleteFunc(b.subs[topic], func(s memSub) bool { return s.node == m })
+	if len(subs) == 0 {
 		delete(b.subs, topic)
+		return
 	}
+	b.subs[topic] = subs
 }
 
 // Ready is nil until Close.
@@ -122,10 +133,8 @@ func (m *Memory) Close() error {
 
 	m.bus.mu.Lock()
 	defer m.bus.mu.Unlock()
-	for topic, nodes := range m.bus.subs {
-		if _, ok := nodes[m]; ok {
-			m.bus.unsubscribeLocked(m, topic)
-		}
+	for topic := range m.bus.subs {
+		m.bus.unsubscribeLocked(m, topic)
 	}
 	return nil
 }

@@ -43,6 +43,7 @@ type Config struct {
 	RedisPrefix      string        // namespace for all Redis keys and channels
 	LogLevel         slog.Level
 	LogFormat        string // "text" or "json"
+	DebugAddr        string // where to serve pprof profiles; empty = off
 }
 
 const (
@@ -109,6 +110,8 @@ func settings() []setting {
 			parse: parseLogLevel},
 		{name: "RELAY_LOG_FORMAT", def: "text", help: "text or json",
 			parse: parseLogFormat},
+		{name: "RELAY_DEBUG_ADDR", defText: "(off)", help: "serve Go's pprof profiles on this address; keep it on loopback",
+			parse: func(c *Config, v string) error { c.DebugAddr = v; return nil }},
 	}
 }
 
@@ -187,6 +190,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("redis_prefix", c.RedisPrefix),
 		slog.String("log_level", c.LogLevel.String()),
 		slog.String("log_format", c.LogFormat),
+		slog.String("debug_addr", c.DebugAddr),
 	)
 }
 

@@ -56,6 +56,7 @@ func TestVariables(t *testing.T) {
 		{"RELAY_REDIS_PREFIX", func(c Config) any { return c.RedisPrefix }, "relay:", "chat:", "chat:", ""},
 		{"RELAY_LOG_LEVEL", func(c Config) any { return c.LogLevel }, slog.LevelInfo, "WARN", slog.LevelWarn, "verbose"},
 		{"RELAY_LOG_FORMAT", func(c Config) any { return c.LogFormat }, "text", "JSON", "json", "xml"},
+		{"RELAY_DEBUG_ADDR", func(c Config) any { return c.DebugAddr }, "", "127.0.0.1:6060", "127.0.0.1:6060", ""},
 	}
 	if len(tests) != len(settings()) {
 		t.Fatalf("test table has %d variables, settings has %d", len(tests), len(settings()))

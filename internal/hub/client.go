@@ -26,8 +26,9 @@ func (c *Client) ID() uint64 { return c.id }
 // User returns the connection's user name.
 func (c *Client) User() string { return c.user }
 
+// userEntry is a user's local connections: usually one, so a slice.
 type userEntry struct {
-	clients map[*Client]struct{}
+	clients []*Client
 }
 
 // Register adds a connection for user, puts it in lobby and queues its
@@ -51,19 +52,16 @@ func (h *Hub) Register(ctx context.Context, conn Conn, user string) (*Client, er
 	h.clients[c] = struct{}{}
 	u := h.users[user]
 	if u == nil {
-		u = &userEntry{clients: make(map[*Client]struct{})}
+		u = &userEntry{}
 		h.users[user] = u
 	}
-	u.clients[c] = struct{}{}
+	u.clients = append(u.clients, c)
 	n, announce, err := h.addMember(ctx, c, protocol.Lobby, func(online int) protocol.Frame {
 		return h.welcomeFrame(c, online)
 	})
 	if err != nil {
 		delete(h.clients, c)
-		delete(u.clients, c)
-		if len(u.clients) == 0 {
-			delete(h.users, user)
-		}
+		h.removeUserLocked(c)
 		h.clientsMu.Unlock()
 		h.releaseTopic(ctx, roomTopic(protocol.Lobby))
 		h.releaseTopic(ctx, userTopic(user))
@@ -92,12 +90,7 @@ func (h *Hub) Unregister(ctx context.Context, c *Client) {
 
 	h.clientsMu.Lock()
 	delete(h.clients, c)
-	if u := h.users[c.user]; u != nil {
-		delete(u.clients, c)
-		if len(u.clients) == 0 {
-			delete(h.users, c.user)
-		}
-	}
+	h.removeUserLocked(c)
 	h.clientsMu.Unlock()
 
 	for _, room := range rooms {
@@ -108,6 +101,19 @@ func (h *Hub) Unregister(ctx context.Context, c *Client) {
 		h.releaseTopic(ctx, roomTopic(room))
 	}
 	h.releaseTopic(ctx, userTopic(c.user))
+}
+
+// removeUserLocked drops c from its user's connections. clientsMu must be
+// held.
+func (h *Hub) removeUserLocked(c *Client) {
+	u := h.users[c.user]
+	if u == nil {
+		return
+	}
+	u.clients = slices.DeleteFunc(u.clients, func(x *Client) bool { return x == c })
+	if len(u.clients) == 0 {
+		delete(h.users, c.user)
+	}
 }
 
 func (h *Hub) releaseTopic(ctx context.Context, topic string) {

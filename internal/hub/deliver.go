@@ -104,7 +104,7 @@ func (h *Hub) deliver(topic string, payload []byte) {
 	case strings.HasPrefix(topic, "user:"):
 		h.clientsMu.RLock()
 		if u := h.users[topic[len("user:"):]]; u != nil {
-			for c := range u.clients {
+			for _, c := range u.clients {
 				send(c)
 			}
 		}

@@ -33,13 +33,13 @@ type node struct {
 }
 
 // startNode starts a node with the default config overridden by env.
-func startNode(t *testing.T, env map[string]string) *node {
+func startNode(t testing.TB, env map[string]string) *node {
 	t.Helper()
 	return startNodeLogging(t, env, io.Discard)
 }
 
 // startNodeLogging is startNode with the node's log written to w as JSON.
-func startNodeLogging(t *testing.T, env map[string]string, w io.Writer) *node {
+func startNodeLogging(t testing.TB, env map[string]string, w io.Writer) *node {
 	t.Helper()
 	cfg, err := config.Load(func(k string) string { return env[k] })
 	if err != nil {

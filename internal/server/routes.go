@@ -1,9 +1,12 @@
 package server
 
 import (
+	"log/slog"
 	"net/http"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/relay/relay/internal/web"
 )
 
 // routes is the whole HTTP surface of a node, in one place.
@@ -24,6 +27,8 @@ func (s *Server) routes() http.Handler {
 	r.GET("/readyz", s.handleReadyz)
 	r.GET("/metrics", gin.WrapH(s.metrics.Handler()))
 	r.GET("/ws", gin.WrapF(s.handleWS))
+	r.GET("/demo", gin.WrapH(web.Handler()))
+	r.GET("/relay.js", gin.WrapH(web.Handler()))
 
 	r.NoRoute(func(c *gin.Context) { jsonError(c, http.StatusNotFound, "no such route") })
 	r.NoMethod(func(c *gin.Context) { jsonError(c, http.StatusMethodNotAllowed, "method not allowed") })
@@ -35,6 +40,11 @@ func (s *Server) routes() http.Handler {
 func (s *Server) accessLog() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		c.Next()
+		// Checked first: building the attributes (and the client IP)
+		// costs more than the request when nobody reads them.
+		if !s.log.Enabled(c.Request.Context(), slog.LevelDebug) {
+			return
+		}
 		s.log.Debug("http", "method", c.Request.Method, "path", c.Request.URL.Path,
 			"status", c.Writer.Status(), "ip", c.ClientIP())
 	}

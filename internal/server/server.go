@@ -38,6 +38,9 @@ type Server struct {
 	apiKey   auth.APIKey
 	handler  http.Handler
 
+	// GET /api/data's answer around its timestamp.
+	dataPrefix, dataSuffix []byte
+
 	conns atomic.Int64 // open or opening WebSocket connections
 
 	mu       sync.Mutex // guards draining against sessions.Add
@@ -45,6 +48,9 @@ type Server struct {
 	drained  atomic.Bool    // mirrors draining for lock-free reads
 	sessions sync.WaitGroup // one per WebSocket connection, upgrade to cleanup
 	shutOnce sync.Once
+
+	frames  chan frameJob  // client frames for the workers
+	workers sync.WaitGroup // frame workers, stopped after the sessions
 }
 
 // New builds a server for the hub.
@@ -64,7 +70,14 @@ func New(cfg config.Config, h *hub.Hub, b Readier, m *metrics.Metrics, log *slog
 			Observer:     m,
 		}),
 	}
+	s.dataPrefix = []byte(`{"timestamp":`)
+	s.dataSuffix = []byte(`,"message":"来自实时服务的数据","node":` + quote(h.Node()) + "}")
 	s.handler = s.routes()
+	s.frames = make(chan frameJob)
+	for range frameWorkers {
+		s.workers.Add(1)
+		go s.frameWorker()
+	}
 	return s
 }
 
@@ -115,5 +128,11 @@ func (s *Server) Shutdown(ctx context.Context) {
 		}
 		s.pool.Close() // aborts what is left, which ends those sessions
 		<-done
+		close(s.frames) // no session is left to send one
+		s.workers.Wait()
 	})
 }
+
+// frameWorkers is how many client frames are handled at once. A worker
+// mostly waits on the broker, so there are more of them than cores.
+const frameWorkers = 64

@@ -184,10 +184,10 @@ func (s *Server) session(ws *websocket.Conn, c *hub.Client) {
 	}()
 	defer ws.CloseNow() //nolint:errcheck // closing an ended connection has nothing to report
 
+	// Made at the first frame: many connections never send one, and an
+	// idle connection should cost as little as possible.
 	var limiter *rate.Limiter
-	if s.cfg.RateLimit > 0 {
-		limiter = rate.NewLimiter(rate.Limit(s.cfg.RateLimit), max(1, int(2*s.cfg.RateLimit)))
-	}
+	var handled chan struct{}
 	for {
 		// A context that is never cancelled costs the library nothing per
 		// read; the session ends when the socket closes.
@@ -196,17 +196,51 @@ func (s *Server) session(ws *websocket.Conn, c *hub.Client) {
 			s.logReadEnd(c, err)
 			return
 		}
+		if handled == nil {
+			handled = make(chan struct{}, 1)
+			if s.cfg.RateLimit > 0 {
+				limiter = rate.NewLimiter(rate.Limit(s.cfg.RateLimit), max(1, int(2*s.cfg.RateLimit)))
+			}
+		}
 		if limiter != nil && !limiter.Allow() {
 			s.metrics.DroppedMsgs.WithLabelValues("rate_limited").Inc()
-			s.clientError(c, &protocol.Error{Code: protocol.ErrRateLimited, Text: "too many frames; this one was dropped"})
+			s.metrics.ClientErrors.WithLabelValues(string(protocol.ErrRateLimited)).Inc()
+			s.hub.Send(c, rateLimitedFrame)
 			continue
 		}
 		if typ != websocket.MessageText {
 			s.metrics.Received.WithLabelValues("binary").Inc()
-			s.clientError(c, &protocol.Error{Code: protocol.ErrBinary, Text: "relay speaks JSON text frames"})
+			s.metrics.ClientErrors.WithLabelValues(string(protocol.ErrBinary)).Inc()
+			s.hub.Send(c, binaryFrame)
 			continue
 		}
-		s.handleFrame(c, data)
+		// Handled by a worker, one frame at a time so that order holds:
+		// decoding, encoding and the broker call need a deep stack, and a
+		// session that ran them itself would keep that stack while it
+		// idles in Read, for the life of the connection.
+		s.frames <- frameJob{c: c, data: data, done: handled}
+		<-handled
+	}
+}
+
+var (
+	rateLimitedFrame = protocol.EncodeError(&protocol.Error{Code: protocol.ErrRateLimited, Text: "too many frames; this one was dropped"})
+	binaryFrame      = protocol.EncodeError(&protocol.Error{Code: protocol.ErrBinary, Text: "relay speaks JSON text frames"})
+)
+
+// frameJob is one client frame for a frame worker.
+type frameJob struct {
+	c    *hub.Client
+	data []byte
+	done chan<- struct{}
+}
+
+// frameWorker handles client frames until s.frames is closed.
+func (s *Server) frameWorker() {
+	defer s.workers.Done()
+	for j := range s.frames {
+		s.handleFrame(j.c, j.data)
+		j.done <- struct{}{}
 	}
 }
 

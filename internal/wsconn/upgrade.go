@@ -14,7 +14,7 @@ import (
 // (at most 2+2+123 bytes for a close), so it always flushes a whole frame at
 // once, which Conn.Write relies on.
 const (
-	readBufferSize    = 512
+	readBufferSize    = 256
 	controlBufferSize = 256
 )
 
