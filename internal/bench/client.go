@@ -58,7 +58,7 @@ func (r *runner) dial(ctx context.Context, id int, room string, read bool) (*con
 		return c, nil
 	}
 	r.readers.Add(1)
-	go c.read(ctx) // ends when the connection closes; joined by runner.closeAll
+	go c.read() // ends when the connection closes; joined by runner.closeAll
 	if room != "lobby" {
 		if err := ws.Write(ctx, websocket.MessageText, []byte(`{"type":"join","room":"`+room+`"}`)); err != nil {
 			return nil, fmt.Errorf("join: %w", err)
@@ -81,11 +81,15 @@ var (
 
 // read classifies frames without decoding JSON: the load generator shares
 // the machine with the server, so it must stay cheap per frame.
-func (c *conn) read(ctx context.Context) {
+//
+// It reads with a context that is never cancelled, which costs the
+// WebSocket library nothing per frame (a cancellable one registers a
+// callback per read); closing the connection is what ends it.
+func (c *conn) read() {
 	defer c.r.readers.Done()
 	var buf bytes.Buffer
 	for {
-		_, rd, err := c.ws.Reader(ctx)
+		_, rd, err := c.ws.Reader(context.Background())
 		if err != nil {
 			c.closeCode.Store(int32(websocket.CloseStatus(err)))
 			return

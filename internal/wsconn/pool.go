@@ -152,14 +152,35 @@ func (s *shard) snapshot() []*Conn {
 	return out
 }
 
+// A pass longer than busyPass means the shard is under load: before the
+// next one it pauses as long as the pass took (at most maxPause), so that
+// frames gather and each write carries more of them. Socket writes, not
+// frames, are what cost CPU; light traffic (short passes) is written at
+// once.
+const (
+	busyPass = 2 * time.Millisecond
+	maxPause = 100 * time.Millisecond
+)
+
 func (s *shard) run(tick time.Duration) {
 	defer s.pool.wg.Done()
 	t := time.NewTicker(tick)
 	defer t.Stop()
+	pause := time.NewTimer(time.Hour)
+	pause.Stop()
 	for {
 		select {
 		case <-s.wake:
+			start := time.Now()
 			s.pass()
+			if d := time.Since(start); d > busyPass {
+				pause.Reset(min(d, maxPause))
+				select {
+				case <-pause.C:
+				case <-s.pool.quit:
+					return
+				}
+			}
 		case <-t.C:
 			s.heartbeat()
 		case <-s.pool.quit:
