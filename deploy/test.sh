@@ -24,7 +24,7 @@ need_packages() {
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-need_packages redis-server:redis-server nginx:nginx
+need_packages redis-server:redis-server nginx:nginx chromium:chromium
 
 echo "test.sh: go vet" >&2
 go vet ./...

@@ -1,0 +1,407 @@
+package web_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/gin-gonic/gin"
+
+	"github.com/relay/relay/internal/broker"
+	"github.com/relay/relay/internal/config"
+	"github.com/relay/relay/internal/hub"
+	"github.com/relay/relay/internal/metrics"
+	"github.com/relay/relay/internal/server"
+)
+
+func init() { gin.SetMode(gin.ReleaseMode) }
+
+// wait bounds every wait for the page: generous, because the tests share two
+// cores with a browser and with other packages' tests. Waits poll and return
+// as soon as their condition holds.
+const wait = 15 * time.Second
+
+// node is a relay node wired as cmd/relay wires it, on a real listener whose
+// address stays the same across stop and start, so that a page can
+// reconnect to it.
+type node struct {
+	t    *testing.T
+	addr string // 127.0.0.1:port
+	env  map[string]string
+
+	mu  sync.Mutex
+	run *running // nil while stopped
+}
+
+type running struct {
+	http   *http.Server
+	srv    *server.Server
+	hub    *hub.Hub
+	broker *broker.Memory
+	served chan error
+}
+
+// startNode starts a node on a free port with the default config
+// overridden by env. It is stopped when the test ends.
+func startNode(t *testing.T, env map[string]string) *node {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &node{t: t, addr: ln.Addr().String(), env: env}
+	n.serve(ln)
+	t.Cleanup(n.stop)
+	return n
+}
+
+func (n *node) url() string { return "http://" + n.addr }
+
+func (n *node) wsURL(query string) string { return "ws://" + n.addr + "/ws?" + query }
+
+// start starts a stopped node again on the same address.
+func (n *node) start() {
+	n.t.Helper()
+	deadline := time.Now().Add(wait)
+	for {
+		ln, err := net.Listen("tcp", n.addr)
+		if err == nil {
+			n.serve(ln)
+			return
+		}
+		if time.Now().After(deadline) {
+			n.t.Fatalf("listen on %s again: %v", n.addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (n *node) serve(ln net.Listener) {
+	n.t.Helper()
+	cfg, err := config.Load(func(k string) string { return n.env[k] })
+	if err != nil {
+		n.t.Fatalf("config: %v", err)
+	}
+	if n.env["RELAY_NODE_ID"] == "" {
+		cfg.NodeID = "web-node"
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	b := broker.NewMemory()
+	m := metrics.New()
+	h := hub.New(hub.Options{Node: cfg.NodeID, PresenceLimit: cfg.PresenceLimit,
+		PresenceInterval: cfg.PresenceInterval, Logger: log, Observer: m}, b)
+	if err := h.Start(context.Background()); err != nil {
+		n.t.Fatal(err)
+	}
+	srv := server.New(cfg, h, b, m, log)
+	r := &running{
+		http:   &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second},
+		srv:    srv,
+		hub:    h,
+		broker: b,
+		served: make(chan error, 1),
+	}
+	go func() { r.served <- r.http.Serve(ln) }() // joined by stop
+	n.mu.Lock()
+	n.run = r
+	n.mu.Unlock()
+}
+
+// stop shuts the node down as SIGTERM does: stop accepting, close every
+// client with 1012, wait for them. Idempotent.
+func (n *node) stop() {
+	n.mu.Lock()
+	r := n.run
+	n.run = nil
+	n.mu.Unlock()
+	if r == nil {
+		return
+	}
+	r.srv.Drain()
+	// cmd/relay gives http.Server.Shutdown and then Server.Shutdown one
+	// deadline. A browser keeps sockets it opened ahead of need, and
+	// http.Server.Shutdown only closes those after 5 s: cut them sooner,
+	// so the WebSocket clients get their 1012 without that wait.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	if err := r.http.Shutdown(ctx); err != nil {
+		_ = r.http.Close()
+	}
+	cancel()
+	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r.srv.Shutdown(ctx)
+	if err := <-r.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		n.t.Errorf("serve: %v", err)
+	}
+	r.hub.Close()
+	_ = r.broker.Close()
+}
+
+// post sends a JSON body to the node's API with an optional API key.
+func (n *node) post(path, key, body string) (int, string) {
+	n.t.Helper()
+	req, err := http.NewRequest(http.MethodPost, n.url()+path, strings.NewReader(body))
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(raw)
+}
+
+// The browser: one headless Chromium for the whole package, a tab per page.
+var browser struct {
+	once   sync.Once
+	ctx    context.Context
+	cancel context.CancelFunc
+	err    error
+}
+
+// chromium finds the browser: $RELAY_CHROMIUM, else Debian's chromium (or
+// another Chrome) on $PATH.
+func chromium() (string, error) {
+	if p := os.Getenv("RELAY_CHROMIUM"); p != "" {
+		return p, nil
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "headless_shell"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p, nil
+		}
+	}
+	return "", errors.New("chromium not found: the browser tests need it. Run them with ./deploy/test.sh, " +
+		"which installs it from Debian's packages (apt-get install chromium), or set RELAY_CHROMIUM to a Chrome binary")
+}
+
+func browserContext(t *testing.T) context.Context {
+	t.Helper()
+	browser.once.Do(func() {
+		path, err := chromium()
+		if err != nil {
+			browser.err = err
+			return
+		}
+		opts := append(chromedp.DefaultExecAllocatorOptions[:],
+			chromedp.ExecPath(path),
+			chromedp.NoSandbox, // the tests may run as root, where Chromium's sandbox refuses to start
+			chromedp.WindowSize(1280, 800),
+		)
+		allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+		ctx, cancelCtx := chromedp.NewContext(allocCtx)
+		browser.cancel = func() { cancelCtx(); cancelAlloc() }
+		if err := chromedp.Do(ctx); err != nil { // starts the browser
+			browser.err = fmt.Errorf("start %s: %w", path, err)
+			return
+		}
+		browser.ctx = ctx
+	})
+	if browser.err != nil {
+		t.Fatal(browser.err)
+	}
+	return browser.ctx
+}
+
+func stopBrowser() {
+	if browser.cancel != nil {
+		browser.cancel()
+	}
+}
+
+// page is one browser tab.
+type page struct {
+	t    *testing.T
+	name string
+	ctx  context.Context
+
+	mu      sync.Mutex
+	console []string
+	bad     []string // uncaught exceptions and CSP violations
+}
+
+// openPage opens url in a new tab and waits until it has loaded. The tab is
+// closed when the test ends, and the test fails if the page threw an
+// uncaught exception or broke its Content-Security-Policy.
+func openPage(t *testing.T, name, url string) *page {
+	t.Helper()
+	ctx, cancel := chromedp.NewContext(browserContext(t))
+	p := &page{t: t, name: name, ctx: ctx}
+	if err := chromedp.Do(ctx); err != nil { // opens the tab
+		cancel()
+		t.Fatalf("%s: open a tab: %v", name, err)
+	}
+	messages := chromedp.Console(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for m, err := range messages {
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			p.console = append(p.console, fmt.Sprintf("%s: %s", m.Type, m))
+			if m.IsException() || strings.Contains(m.Text, "Content Security Policy") {
+				p.bad = append(p.bad, m.String())
+			}
+			p.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for _, b := range p.bad {
+			t.Errorf("%s: page error: %s", name, b)
+		}
+	})
+	p.do("load "+url, chromedp.Navigate(url))
+	return p
+}
+
+// do runs actions with a deadline.
+func (p *page) do(desc string, steps ...chromedp.Action[chromedp.Void]) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, wait)
+	defer cancel()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		p.fail("%s: %v", desc, err)
+	}
+}
+
+// eval evaluates a JavaScript expression and decodes its value into out.
+func (p *page) eval(expr string, out any) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, wait)
+	defer cancel()
+	raw, err := chromedp.Run(ctx, chromedp.Evaluate[[]byte](expr))
+	if err == nil && out != nil {
+		err = json.Unmarshal(raw, out)
+	}
+	if err != nil {
+		p.fail("eval %s: %v", expr, err)
+	}
+}
+
+// waitFor polls a JavaScript expression until it is truthy.
+func (p *page) waitFor(desc, expr string) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, wait+time.Second)
+	defer cancel()
+	_, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](expr,
+		chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(wait)))
+	if err != nil {
+		p.fail("waiting %v for %s: %v", wait, desc, err)
+	}
+}
+
+// fail ends the test with what the page shows and what it logged.
+func (p *page) fail(format string, args ...any) {
+	p.t.Helper()
+	var shown string
+	ctx, cancel := context.WithTimeout(p.ctx, 2*time.Second)
+	defer cancel()
+	shown, _ = chromedp.Run(ctx, chromedp.Evaluate[string](
+		`['state: ' + document.getElementById('state')?.textContent,
+		  'rooms: ' + document.getElementById('rooms')?.innerText.replace(/\n/g, ' '),
+		  'chat:\n' + document.getElementById('messages')?.innerText,
+		  'notifications:\n' + document.getElementById('notifications')?.innerText,
+		  'notify result: ' + document.getElementById('notify-result')?.innerText].join('\n')`))
+	p.mu.Lock()
+	console := strings.Join(p.console, "\n")
+	p.mu.Unlock()
+	p.t.Fatalf("%s: %s\n--- page\n%s\n--- console\n%s", p.name, fmt.Sprintf(format, args...), shown, console)
+}
+
+// typeInto types text into the input with this id.
+func (p *page) typeInto(id, text string) {
+	p.t.Helper()
+	// chromedp.Clear only resets the value attribute, and SetValue cannot
+	// set "": empty the field from JavaScript.
+	p.eval(`document.getElementById(`+js(id)+`).value = ''`, nil)
+	p.do("type into #"+id, chromedp.SendKeys(chromedp.ID(id), text))
+}
+
+func (p *page) click(css string) {
+	p.t.Helper()
+	p.do("click "+css, chromedp.Click(chromedp.CSS(css)))
+}
+
+// Page actions, as a user does them.
+
+func (p *page) join(room string) {
+	p.t.Helper()
+	p.typeInto("join-room", room)
+	p.click("#join-form button")
+}
+
+func (p *page) say(room, text string) {
+	p.t.Helper()
+	p.do("choose room "+room, chromedp.SetValue(chromedp.ID("send-room"), room))
+	p.typeInto("text", text)
+	p.click("#send-form button")
+}
+
+// Conditions on the page, as JavaScript expressions.
+
+func js(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+func (p *page) waitState(state string) {
+	p.t.Helper()
+	p.waitFor("state "+state, `document.getElementById('state').dataset.state === `+js(state))
+}
+
+func (p *page) waitOnline(room string, n int) {
+	p.t.Helper()
+	p.waitFor(fmt.Sprintf("%d online in %s", n, room),
+		`document.querySelector('#rooms li[data-room=`+js(room)+`] .online')?.dataset.online === '`+fmt.Sprint(n)+`'`)
+}
+
+func (p *page) waitMessage(room, user, text string) {
+	p.t.Helper()
+	p.waitFor(fmt.Sprintf("message %q from %s in %s", text, user, room),
+		`[...document.querySelectorAll('#messages li.msg')].some(li =>
+			li.dataset.room === `+js(room)+` && li.dataset.user === `+js(user)+` &&
+			li.querySelector('.text').textContent === `+js(text)+`)`)
+}
+
+func (p *page) waitLine(kind, contains string) {
+	p.t.Helper()
+	p.waitFor(fmt.Sprintf("a %s line with %q", kind, contains),
+		`[...document.querySelectorAll('#messages li.`+kind+`')].some(li => li.textContent.includes(`+js(contains)+`))`)
+}
+
+func (p *page) waitNotification(text, to string) {
+	p.t.Helper()
+	p.waitFor(fmt.Sprintf("notification %q %s", text, to),
+		`[...document.querySelectorAll('#notifications li')].some(li =>
+			li.querySelector('.text').textContent === `+js(text)+` && li.querySelector('.to').textContent === `+js(to)+`)`)
+}
+
+func (p *page) text(id string) string {
+	p.t.Helper()
+	var s string
+	p.eval(`document.getElementById(`+js(id)+`).textContent`, &s)
+	return s
+}
