@@ -202,14 +202,16 @@ func serve(ctx context.Context, cfg config.Config, logw io.Writer) error {
 	}
 
 	log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
-	srv.Drain()
 	// The signal's context is done; the shutdown gets a fresh one.
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
+	// WebSocket clients first: they get their 1012 at once, while
+	// http.Server.Shutdown may wait seconds on browsers' idle spare
+	// connections. The listener stays open meanwhile, refusing upgrades.
+	srv.Shutdown(sctx)
 	if err := httpSrv.Shutdown(sctx); err != nil {
 		log.Warn("http shutdown", "err", err)
 	}
-	srv.Shutdown(sctx)
 	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve: %w", err)
 	}

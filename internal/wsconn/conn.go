@@ -95,7 +95,7 @@ func (c *Conn) CloseWith(status uint16, reason string, grace time.Duration) {
 func (c *Conn) Abort() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.closeSocketLocked()
+	c.abortLocked()
 }
 
 // Queued returns the bytes waiting to be written: at most QueueBytes of
@@ -165,19 +165,54 @@ func (c *Conn) scheduleLocked() {
 	c.shard.push(c)
 }
 
+// lingerTimeout bounds how long a closed connection's unread input is
+// drained (see closeSocketLocked).
+const lingerTimeout = time.Second
+
 // closeSocketLocked closes the socket once. c.mu must be held.
-func (c *Conn) closeSocketLocked() {
+//
+// After a close frame it closes like nginx's lingering_close: shut the
+// write side, then read and discard what the client still sends for up to
+// lingerTimeout. Closing a socket with unread input makes the kernel send
+// a reset, which can destroy the close frame before the client reads it:
+// a client whose too-big frame was cut off would see 1006, not 1009.
+func (c *Conn) closeSocketLocked() { c.closeSocketLockedLinger(true) }
+
+// abortLocked closes the socket at once, without lingering. c.mu must be
+// held.
+func (c *Conn) abortLocked() { c.closeSocketLockedLinger(false) }
+
+func (c *Conn) closeSocketLockedLinger(linger bool) {
 	if c.closed {
 		return
 	}
 	c.closed = true
-	_ = c.raw.Close()
+	if tcp, ok := c.raw.(*net.TCPConn); ok && linger && c.closeReq && c.closeQueued {
+		_ = tcp.CloseWrite()
+		c.pool.wg.Add(1)
+		go c.linger(tcp) // joined by Pool.Close
+	} else {
+		_ = c.raw.Close()
+	}
 	if c.forceClose != nil {
 		c.forceClose.Stop()
 	}
 	clear(c.queue)
 	c.queue = nil
 	c.shard.remove(c)
+}
+
+// linger drains the client's last input, then closes the socket.
+func (c *Conn) linger(tcp *net.TCPConn) {
+	defer c.pool.wg.Done()
+	defer tcp.Close()
+	_ = tcp.SetReadDeadline(time.Now().Add(lingerTimeout))
+	var buf [512]byte
+	for {
+		if _, err := tcp.Read(buf[:]); err != nil {
+			return
+		}
+	}
 }
 
 // flush is one shard's turn at c: write everything queued in one writev.
@@ -216,7 +251,7 @@ func (c *Conn) flush(s *shard) {
 		go c.drainCongested()
 		return
 	default:
-		c.closeSocketLocked()
+		c.abortLocked() // the socket failed: nothing to linger for
 		return
 	}
 	if len(c.queue) > 0 {
@@ -241,7 +276,7 @@ func (c *Conn) drainCongested() {
 		c.mu.Lock()
 		c.queued -= int(n)
 		if err != nil || c.closed {
-			c.closeSocketLocked()
+			c.abortLocked()
 			c.mu.Unlock()
 			return
 		}
