@@ -169,24 +169,12 @@ func (r *runner) fanout(ctx context.Context) (*Report, error) {
 	for _, c := range subs {
 		expected += perRoom[roomIndex(c.id, o.Rooms)]
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for int(r.deliveries.Load()) < expected && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	elapsed := time.Since(t0)
-	after, err := r.scrape(ctx)
-	if err != nil {
+	if err := r.settle(ctx, rep, expected, before, cpu0, t0); err != nil {
 		return nil, err
 	}
-	between(rep, before, after)
-	rep.BenchCPUPercent = 100 * (ownCPU() - cpu0).Seconds() / elapsed.Seconds()
-
 	for _, c := range subs {
-		got, lost, dups, re := c.tr.counts(map[int]int{roomIndex(c.id, o.Rooms): perRoom[roomIndex(c.id, o.Rooms)]})
-		rep.Delivered += got
-		rep.Lost += lost
-		rep.Duplicated += dups
-		rep.Reordered += re
+		k := roomIndex(c.id, o.Rooms)
+		rep.tally(c.tr, map[int]int{k: perRoom[k]})
 	}
 	rep.Expected = expected
 	rep.DeliveriesPerS = float64(rep.Delivered) / published.Seconds()
@@ -200,6 +188,32 @@ func (r *runner) fanout(ctx context.Context) (*Report, error) {
 }
 
 func roomIndex(id, rooms int) int { return id % rooms }
+
+// settle waits for the last deliveries (until expected have arrived, or
+// 5 s), then fills in the server's and the load generator's figures since
+// before / cpu0 / t0.
+func (r *runner) settle(ctx context.Context, rep *Report, expected int, before serverStats, cpu0 time.Duration, t0 time.Time) error {
+	deadline := time.Now().Add(5 * time.Second)
+	for int(r.deliveries.Load()) < expected && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	after, err := r.scrape(ctx)
+	if err != nil {
+		return err
+	}
+	between(rep, before, after)
+	rep.BenchCPUPercent = 100 * (ownCPU() - cpu0).Seconds() / time.Since(t0).Seconds()
+	return nil
+}
+
+// tally adds one receiver's accounting, given what each publisher sent.
+func (rep *Report) tally(tr *tracker, sent map[int]int) {
+	got, lost, dups, re := tr.counts(sent)
+	rep.Delivered += got
+	rep.Lost += lost
+	rep.Duplicated += dups
+	rep.Reordered += re
+}
 
 // stalledOpen reports whether a stalled connection is still open, reading
 // what the server sent it to find out (ending the stall).
@@ -302,22 +316,11 @@ func (r *runner) chat(ctx context.Context) (*Report, error) {
 			expected += n
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for int(r.deliveries.Load()) < expected && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	after, err := r.scrape(ctx)
-	if err != nil {
+	if err := r.settle(ctx, rep, expected, before, cpu0, t0); err != nil {
 		return nil, err
 	}
-	between(rep, before, after)
-	rep.BenchCPUPercent = 100 * (ownCPU() - cpu0).Seconds() / time.Since(t0).Seconds()
 	for _, c := range clients {
-		got, lost, dups, re := c.tr.counts(byRoom[c.room])
-		rep.Delivered += got
-		rep.Lost += lost
-		rep.Duplicated += dups
-		rep.Reordered += re
+		rep.tally(c.tr, byRoom[c.room])
 	}
 	rep.Published = int(r.sent.Load())
 	rep.Expected = expected
