@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 	"github.com/relay/relay/internal/broker"
 	"github.com/relay/relay/internal/chatcli"
 	"github.com/relay/relay/internal/config"
+	"github.com/relay/relay/internal/gctune"
 	"github.com/relay/relay/internal/hub"
 	"github.com/relay/relay/internal/metrics"
 	"github.com/relay/relay/internal/presence"
@@ -113,12 +113,14 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 // accepting, close the clients (1012), stop the hub, close the broker.
 func serve(ctx context.Context, cfg config.Config, logw io.Writer) error {
 	log := newLogger(cfg, logw)
-	if os.Getenv("GOGC") == "" {
-		// Most of a busy node's heap is long-lived connection state; the
-		// default GOGC=100 lets garbage grow as large as all of it. Half
-		// that costs little CPU, since fan-out allocates per message, not
-		// per receiver. GOGC in the environment overrides this.
-		debug.SetGCPercent(50)
+	if os.Getenv("GOGC") == "" { // GOGC in the environment overrides the policy
+		tuneCtx, stopTune := context.WithCancel(context.WithoutCancel(ctx))
+		tuned := make(chan struct{})
+		go func() {
+			defer close(tuned)
+			gctune.Run(tuneCtx, gctune.Default)
+		}()
+		defer func() { stopTune(); <-tuned }()
 	}
 	if cfg.JWTSecret == "" {
 		log.Warn("RELAY_JWT_SECRET is not set: anyone can connect as a guest")
