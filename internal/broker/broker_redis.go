@@ -95,6 +95,15 @@ func (r *Redis) Publish(ctx context.Context, topic string, payload []byte) error
 	if r.closed.Load() {
 		return ErrClosed
 	}
+	// While this node's subscriptions are down (Redis just came back and
+	// they are being restored), a message it publishes would not reach its
+	// own clients: refuse it rather than lose it silently.
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if !r.awaitHealthy(ctx) {
+		return errors.New("redis publish: this node's subscription connection is down")
+	}
 	if err := r.client.Publish(ctx, r.prefix+topic, payload).Err(); err != nil {
 		return fmt.Errorf("redis publish: %w", err)
 	}
@@ -179,22 +188,30 @@ func (r *Redis) Ready(ctx context.Context) error {
 	if err := r.client.Ping(ctx).Err(); err != nil {
 		return fmt.Errorf("redis: %w", err)
 	}
-	if r.healthy.Load() {
-		return nil
+	if !r.awaitHealthy(ctx) {
+		return errors.New("redis: subscription connection is down")
 	}
-	// Redis answers but the subscription connection has not reported in
-	// yet (just started, or reconnecting): ask it, and give it a moment.
+	return nil
+}
+
+// awaitHealthy reports whether the subscription connection is up. If it
+// has not reported in yet (just started, or reconnecting) it is asked, and
+// given half a second.
+func (r *Redis) awaitHealthy(ctx context.Context) bool {
+	if r.healthy.Load() {
+		return true
+	}
 	_ = r.pubsub.Ping(ctx)
 	wait, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer cancel()
 	for !r.healthy.Load() {
 		select {
 		case <-wait.Done():
-			return errors.New("redis: subscription connection is down")
+			return false
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	return nil
+	return true
 }
 
 // Close stops delivery and closes the connections. Idempotent.

@@ -73,6 +73,9 @@ func NewRedis(o RedisOptions) *Redis {
 		nodesKey: p + "nodes", nodeKey: p + "node:" + o.Node, nodePrefix: p + "node:",
 		pendingPrefix: p + "pending:", lockPrefix: p + "lock:",
 		local: make(map[string]int), onGone: o.NodeGone,
+		// A node restarted under the same name finds its previous life's
+		// counts still in Redis: its first renewal replaces them.
+		needSync: true,
 	}
 }
 

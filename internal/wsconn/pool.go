@@ -174,7 +174,7 @@ func (s *shard) run(tick time.Duration) {
 			start := time.Now()
 			s.pass()
 			if d := time.Since(start); d > busyPass {
-				pause.Reset(min(d, maxPause))
+				pause.Reset(min(d/2, maxPause))
 				select {
 				case <-pause.C:
 				case <-s.pool.quit:
