@@ -50,7 +50,7 @@ run_fanout() {
 	start_node
 	bench fanout-20 -conns 10000 -rate 20 -duration 30s fanout
 	stop_node
-	for rate in 12 16; do # the highest rate to 10,000 with zero loss and p99 <= 200 ms
+	for rate in 25 30; do # the highest rate to 10,000 with zero loss and p99 <= 200 ms
 		start_node
 		bench "fanout-$rate-x10k" -conns 10000 -rate "$rate" -duration 20s fanout
 		stop_node
@@ -63,7 +63,7 @@ run_chat() {
 }
 run_stall() {
 	start_node
-	bench stall -conns 9000 -stall 1000 -size 4096 -rate 50 -duration 20s fanout
+	bench stall -conns 9000 -stall 1000 -size 4096 -rate 20 -duration 30s fanout
 	stop_node
 }
 

@@ -17,19 +17,22 @@ import (
 	"time"
 )
 
-// Policy: GOGC Small while the live heap is below Threshold, Large above.
+// Policy: GOGC Small while live memory (live heap and goroutine stacks)
+// is below Threshold, Large once it reaches it, and Small again only below
+// half of it, so that a node near the line does not flip back and forth.
 type Policy struct {
 	Small, Large int
-	Threshold    uint64 // bytes of live heap
+	Threshold    uint64 // bytes of live heap and stacks
 	Every        time.Duration
 }
 
-// Default is relay's policy.
-var Default = Policy{Small: 200, Large: 50, Threshold: 64 << 20, Every: time.Second}
+// Default is relay's policy. 32 MiB is about 3,000 connections: well
+// above what an HTTP-heavy node holds, well below a connection-heavy one.
+var Default = Policy{Small: 200, Large: 50, Threshold: 32 << 20, Every: time.Second}
 
 // Run applies p until ctx ends, then restores the GOGC it found.
 func Run(ctx context.Context, p Policy) {
-	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/memory/classes/heap/stacks:bytes"}}
 	current := debug.SetGCPercent(p.Small)
 	defer debug.SetGCPercent(current)
 	current = p.Small
@@ -42,12 +45,16 @@ func Run(ctx context.Context, p Policy) {
 		case <-t.C:
 		}
 		metrics.Read(sample)
-		if sample[0].Value.Kind() != metrics.KindUint64 {
+		if sample[0].Value.Kind() != metrics.KindUint64 || sample[1].Value.Kind() != metrics.KindUint64 {
 			continue
 		}
-		want := p.Small
-		if sample[0].Value.Uint64() >= p.Threshold {
+		live := sample[0].Value.Uint64() + sample[1].Value.Uint64()
+		want := current
+		switch {
+		case live >= p.Threshold:
 			want = p.Large
+		case live < p.Threshold/2:
+			want = p.Small
 		}
 		if want != current {
 			debug.SetGCPercent(want)
