@@ -66,7 +66,7 @@ func TestCluster(t *testing.T) {
 	}
 	carol := wstest.Dial(t, n3.ws("name=carol"), nil)
 	carol.Welcome()
-	dave := wstest.Dial(t, lb.ws("name=dave"), nil) // through nginx
+	dave := wstest.Dial(t, lb.WS("name=dave"), nil) // through nginx
 	if w := dave.Welcome(); w.Count() != 4 || !strings.HasPrefix(w.Node, "node-") {
 		t.Fatalf("dave's welcome through nginx = %s", w)
 	}
@@ -85,7 +85,7 @@ func TestCluster(t *testing.T) {
 	})
 
 	t.Run("notify on any node reaches every node", func(t *testing.T) {
-		for _, base := range []string{n1.url(), n3.url(), lb.url()} {
+		for _, base := range []string{n1.url(), n3.url(), lb.URL()} {
 			text := "note via " + base
 			if status, body := post(t, base, fmt.Sprintf(`{"message":%q}`, text)); status != 200 {
 				t.Fatalf("notify via %s: %d %v", base, status, body)
@@ -166,7 +166,7 @@ func TestCluster(t *testing.T) {
 	t.Run("nginx spreads connections over the nodes", func(t *testing.T) {
 		seen := map[string]bool{}
 		for range 6 {
-			cl := wstest.Dial(t, lb.ws(""), nil)
+			cl := wstest.Dial(t, lb.WS(""), nil)
 			seen[cl.Welcome().Node] = true
 		}
 		if len(seen) < 2 {
@@ -185,11 +185,11 @@ func TestClusterRedisOutage(t *testing.T) {
 	a.Welcome()
 	b := wstest.Dial(t, n2.ws("name=b"), nil)
 	b.Welcome()
-	viaLB := wstest.Dial(t, c.lb.ws("name=lb"), nil)
+	viaLB := wstest.Dial(t, c.lb.WS("name=lb"), nil)
 	viaLB.Welcome()
 
 	c.redis.Kill()
-	for _, base := range []string{n1.url(), n2.url(), c.lb.url()} {
+	for _, base := range []string{n1.url(), n2.url(), c.lb.URL()} {
 		deadline := time.Now().Add(10 * time.Second)
 		for getStatus(t, base+"/readyz") != 503 {
 			if time.Now().After(deadline) {
@@ -232,7 +232,7 @@ func TestClusterRedisOutage(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if status, body := post(t, c.lb.url(), `{"message":"after"}`); status != 200 {
+	if status, body := post(t, c.lb.URL(), `{"message":"after"}`); status != 200 {
 		t.Fatalf("notify after the outage = %d %v", status, body)
 	}
 	for _, cl := range []*wstest.Client{a, b, viaLB} {
@@ -281,7 +281,7 @@ func TestClusterNodeKilled(t *testing.T) {
 		t.Fatalf("presence after node-2 died = %s, want online 1", f)
 	}
 	t.Logf("node-2's members left the count after %v", time.Since(start).Round(time.Second))
-	late := wstest.Dial(t, c.lb.ws("name=late"), nil) // nginx skips the dead node
+	late := wstest.Dial(t, c.lb.WS("name=late"), nil) // nginx skips the dead node
 	if w := late.Welcome(); w.Count() != 2 || w.Node == "node-2" {
 		t.Fatalf("welcome after node-2 died = %s", w)
 	}

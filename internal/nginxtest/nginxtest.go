@@ -1,0 +1,161 @@
+// Package nginxtest runs a real nginx (Debian's package, which
+// deploy/test.sh installs) with the project's own nginx/conf.d/relay.conf,
+// templated only for a loopback listen port, in front of relay nodes listed
+// in an upstream block.
+package nginxtest
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Server is an nginx process owned by one test.
+type Server struct {
+	Addr string // 127.0.0.1:port
+}
+
+// URL is the base URL, http://127.0.0.1:port.
+func (s *Server) URL() string { return "http://" + s.Addr }
+
+// WS is the WebSocket URL of /ws with query.
+func (s *Server) WS(query string) string { return "ws://" + s.Addr + "/ws?" + query }
+
+// Start runs nginx in front of the nodes (host:port each) and waits until
+// it answers /healthz. It is stopped when the test ends.
+func Start(t testing.TB, nodes ...string) *Server {
+	t.Helper()
+	bin, err := exec.LookPath("nginx")
+	if err != nil {
+		if _, serr := os.Stat("/usr/sbin/nginx"); serr != nil {
+			t.Fatal("nginx not found: run the tests with ./deploy/test.sh, which installs it")
+		}
+		bin = "/usr/sbin/nginx"
+	}
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o777); err != nil { // workers run as nobody when started by root
+		t.Fatal(err)
+	}
+	s := &Server{Addr: freeAddr(t)}
+
+	conf, err := os.ReadFile(filepath.Join(repoRoot(t), "nginx", "conf.d", "relay.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	site := strings.Replace(string(conf), "listen 80;", "listen "+s.Addr+";", 1)
+	if site == string(conf) {
+		t.Fatal(`nginx/conf.d/relay.conf no longer has "listen 80;" for the test to template`)
+	}
+	// As nginx/conf.d/upstream.conf's comment advises outside Docker.
+	var servers strings.Builder
+	for _, n := range nodes {
+		fmt.Fprintf(&servers, "    server %s max_fails=1 fail_timeout=2s;\n", n)
+	}
+	upstream := "upstream relay_nodes {\n    least_conn;\n" + servers.String() + "}\nmap $host $relay_upstream { default relay_nodes; }\n"
+	main := fmt.Sprintf(`daemon off;
+worker_processes 1;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path %[1]s/body;
+    proxy_temp_path %[1]s/proxy;
+    fastcgi_temp_path %[1]s/fastcgi;
+    uwsgi_temp_path %[1]s/uwsgi;
+    scgi_temp_path %[1]s/scgi;
+    include %[1]s/upstream.conf;
+    include %[1]s/relay.conf;
+}
+`, dir)
+	for name, body := range map[string]string{"nginx.conf": main, "upstream.conf": upstream, "relay.conf": site} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(bin, "-c", filepath.Join(dir, "nginx.conf"), "-p", dir, "-e", filepath.Join(dir, "error.log"))
+	// A file, not a pipe: workers would hold a pipe open after the master
+	// exits, and Wait would wait for them.
+	out, err := os.Create(filepath.Join(dir, "output"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }() // joined in Cleanup
+	logs := func() string {
+		b, _ := os.ReadFile(filepath.Join(dir, "output"))
+		e, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+		return string(b) + string(e)
+	}
+	t.Cleanup(func() {
+		// Fast shutdown: a graceful one (SIGQUIT) waits on idle sockets.
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	})
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get(s.URL() + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return s
+			}
+		}
+		select {
+		case <-exited:
+			t.Fatalf("nginx exited:\n%s", logs())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nginx on %s did not answer: %v\n%s", s.Addr, err, logs())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// repoRoot finds the module root (where go.mod is) from the test's
+// working directory, its package directory.
+func repoRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("nginxtest: no go.mod above the test's directory")
+		}
+		dir = parent
+	}
+}
+
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
