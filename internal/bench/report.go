@@ -24,6 +24,8 @@ type Report struct {
 	Published      int     `json:"published,omitempty"`
 	PublishLate    int     `json:"publish_late,omitempty"` // publishes that started over one interval behind schedule
 	PublishErrors  int     `json:"publish_errors,omitempty"`
+	PublishP99Ms   float64 `json:"publish_accept_p99_ms,omitempty"` // from sending a publish to its acceptance (notify's 200)
+	PublishMaxMs   float64 `json:"publish_accept_max_ms,omitempty"`
 	Expected       int     `json:"expected,omitempty"`
 	Delivered      int     `json:"delivered,omitempty"`
 	Lost           int     `json:"lost"`
@@ -68,6 +70,9 @@ func (rep *Report) Print(w io.Writer) {
 	}
 	if rep.Published > 0 {
 		row("published", fmt.Sprintf("%d (%d late, %d refused)", rep.Published, rep.PublishLate, rep.PublishErrors))
+		if rep.PublishP99Ms > 0 {
+			row("publish accepted in p99 / max", fmt.Sprintf("%.1f / %.1f ms", rep.PublishP99Ms, rep.PublishMaxMs))
+		}
 	}
 	if rep.Expected > 0 {
 		row("delivered", fmt.Sprintf("%d of %d", rep.Delivered, rep.Expected))

@@ -134,6 +134,7 @@ func (r *runner) fanout(ctx context.Context) (*Report, error) {
 	pad := padding(o.Size)
 	client := &http.Client{Timeout: 10 * time.Second}
 	interval := time.Duration(float64(time.Second) / o.Rate)
+	accept := newHistogram() // how long the server took to accept each publish
 	t0 := time.Now()
 	for i := range o.Messages {
 		due := t0.Add(time.Duration(i) * interval)
@@ -147,7 +148,8 @@ func (r *runner) fanout(ctx context.Context) (*Report, error) {
 			rep.PublishLate++
 		}
 		room := i % o.Rooms
-		data := benchData(room, perRoom[room], time.Now(), pad)
+		sentAt := time.Now()
+		data := benchData(room, perRoom[room], sentAt, pad)
 		var perr error
 		if o.Publish == "ws" {
 			b, _ := json.Marshal(map[string]string{"type": "message", "room": fmt.Sprintf("bench-%d", room), "data": data})
@@ -159,10 +161,13 @@ func (r *runner) fanout(ctx context.Context) (*Report, error) {
 			rep.PublishErrors++
 			continue
 		}
+		accept.add(time.Since(sentAt))
 		perRoom[room]++
 		rep.Published++
 	}
 	published := time.Since(t0)
+	q := accept.quantiles(0.99, 1)
+	rep.PublishP99Ms, rep.PublishMaxMs = ms(q[0]), ms(q[1])
 
 	// Wait for the last deliveries: until every subscriber has all, or 5 s.
 	expected := 0

@@ -11,6 +11,7 @@
 package wsconn
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -158,8 +159,9 @@ func (s *shard) snapshot() []*Conn {
 // frames, are what cost CPU; light traffic (short passes) is written at
 // once.
 const (
-	busyPass = 2 * time.Millisecond
-	maxPause = 100 * time.Millisecond
+	busyPass  = 2 * time.Millisecond
+	maxPause  = 100 * time.Millisecond
+	passYield = 128 // connections written between yields
 )
 
 func (s *shard) run(tick time.Duration) {
@@ -198,8 +200,13 @@ func (s *shard) pass() {
 	s.ready = s.spare[:0]
 	s.mu.Unlock()
 
-	for _, c := range ready {
+	for i, c := range ready {
 		c.flush(s)
+		if i%passYield == passYield-1 {
+			// A long pass is all syscalls; let the rest of the node (a
+			// publish waiting for its answer, a client's frame) run.
+			runtime.Gosched()
+		}
 	}
 
 	clear(ready)
