@@ -45,9 +45,17 @@ func (h *Hub) Register(ctx context.Context, conn Conn, user string) (*Client, er
 		return nil, fmt.Errorf("subscribe to lobby: %w", err)
 	}
 
+	ch, err := h.countJoin(ctx, protocol.Lobby)
+	if err != nil {
+		h.releaseTopic(ctx, roomTopic(protocol.Lobby))
+		h.releaseTopic(ctx, userTopic(user))
+		return nil, fmt.Errorf("count lobby join: %w", err)
+	}
+
 	// Broadcasts are delivered under clientsMu, lobby messages under the
 	// room's lock: holding the first while the second queues the welcome
-	// means no event can slip in ahead of it.
+	// means no event can slip in ahead of it. (No broker or Redis call is
+	// made under clientsMu: a slow Redis must not hold up every broadcast.)
 	h.clientsMu.Lock()
 	h.clients[c] = struct{}{}
 	u := h.users[user]
@@ -56,17 +64,9 @@ func (h *Hub) Register(ctx context.Context, conn Conn, user string) (*Client, er
 		h.users[user] = u
 	}
 	u.clients = append(u.clients, c)
-	n, announce, err := h.addMember(ctx, c, protocol.Lobby, func(online int) protocol.Frame {
+	n, announce := h.addMember(c, protocol.Lobby, ch, func(online int) protocol.Frame {
 		return h.welcomeFrame(c, online)
 	})
-	if err != nil {
-		delete(h.clients, c)
-		h.removeUserLocked(c)
-		h.clientsMu.Unlock()
-		h.releaseTopic(ctx, roomTopic(protocol.Lobby))
-		h.releaseTopic(ctx, userTopic(user))
-		return nil, fmt.Errorf("count lobby join: %w", err)
-	}
 	h.clientsMu.Unlock()
 
 	if announce {
@@ -149,9 +149,7 @@ func (h *Hub) Join(ctx context.Context, c *Client, room string) error {
 		c.mu.Unlock()
 		return unavailable(err)
 	}
-	n, announce, err := h.addMember(ctx, c, room, func(online int) protocol.Frame {
-		return h.membershipFrame(protocol.EventJoin, c.user, room, online)
-	})
+	ch, err := h.countJoin(ctx, room)
 	if err != nil {
 		c.mu.Lock()
 		c.rooms = slices.DeleteFunc(c.rooms, func(r string) bool { return r == room })
@@ -159,6 +157,9 @@ func (h *Hub) Join(ctx context.Context, c *Client, room string) error {
 		h.releaseTopic(ctx, roomTopic(room))
 		return unavailable(err)
 	}
+	n, announce := h.addMember(c, room, ch, func(online int) protocol.Frame {
+		return h.membershipFrame(protocol.EventJoin, c.user, room, online)
+	})
 	if announce {
 		h.announce(ctx, c, protocol.EventJoin, room, n)
 	}

@@ -34,7 +34,8 @@ type Broker interface {
 }
 
 // Counter counts room members: this node's alone, or the cluster's
-// (package presence).
+// (package presence). A join Add that fails is not counted (the hub refuses
+// the join); a leave Add that fails is still recorded by the counter.
 type Counter interface {
 	Add(ctx context.Context, room string, delta int) (presence.Change, error)
 	Claim(ctx context.Context, room string) (presence.Summary, bool, error)

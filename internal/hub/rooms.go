@@ -18,18 +18,21 @@ type room struct {
 	dead    bool // emptied and removed from Hub.rooms; joiners start over
 }
 
-// addMember counts c's join (across the cluster, when there is one), adds
-// c to room and, under the room's lock so that nothing overtakes it, queues
-// ownFrame(online) for c. It reports the new count and whether the others
-// should hear of the join one by one.
-func (h *Hub) addMember(ctx context.Context, c *Client, name string, ownFrame func(online int) protocol.Frame) (online int, announce bool, err error) {
+// countJoin counts a join in room (across the cluster, when there is one).
+// It may be a network round trip, so callers hold no hub lock.
+func (h *Hub) countJoin(ctx context.Context, name string) (presence.Change, error) {
 	ch, err := h.counter.Add(ctx, name, +1)
-	if err != nil {
-		return 0, false, err
-	}
-	if ch.Coalesced {
+	if err == nil && ch.Coalesced {
 		h.markPresence(name)
 	}
+	return ch, err
+}
+
+// addMember adds c to room, its join already counted as ch, and, under the
+// room's lock so that nothing overtakes it, queues ownFrame(online) for c.
+// It reports the count and whether the others should hear of the join one
+// by one.
+func (h *Hub) addMember(c *Client, name string, ch presence.Change, ownFrame func(online int) protocol.Frame) (online int, announce bool) {
 	for {
 		r := h.roomFor(name)
 		r.mu.Lock()
@@ -40,7 +43,7 @@ func (h *Hub) addMember(ctx context.Context, c *Client, name string, ownFrame fu
 		r.members[c] = struct{}{}
 		h.sendDirect(c, ownFrame(ch.Online))
 		r.mu.Unlock()
-		return ch.Online, !ch.Coalesced, nil
+		return ch.Online, !ch.Coalesced
 	}
 }
 

@@ -151,6 +151,17 @@ func (r *Redis) Add(ctx context.Context, room string, delta int) (Change, error)
 		[]string{r.nodesKey, r.nodeKey, r.pendingPrefix + room},
 		r.nodePrefix, room, r.node, delta, r.ttl.Milliseconds(), r.limit).Int64Slice()
 	if err != nil {
+		// A join that cannot be counted is refused by the hub, so it is
+		// undone here; a leave happens anyway, so it stays recorded, and
+		// the node's counts are rewritten when Redis answers again.
+		if delta > 0 {
+			r.localMu.Lock()
+			r.local[room] -= delta
+			if r.local[room] <= 0 {
+				delete(r.local, room)
+			}
+			r.localMu.Unlock()
+		}
 		r.markSync()
 		return Change{}, fmt.Errorf("presence add: %w", err)
 	}
