@@ -36,7 +36,7 @@ type Config struct {
 	PongTimeout      time.Duration // how long to wait for the pong before dropping
 	SendQueueBytes   int           // per-connection outbound buffer before a slow client is dropped
 	RateLimit        float64       // client frames per second per connection; 0 disables
-	PresenceLimit    int           // max members reported per presence list
+	PresenceLimit    int           // rooms up to this size announce each join and leave
 	PresenceInterval time.Duration // how often presence changes are batched and sent
 	ShutdownTimeout  time.Duration // grace period for draining connections on shutdown
 	TrustedProxies   []string      // IPs/CIDRs whose X-Forwarded-For is believed
@@ -75,7 +75,7 @@ func settings() []setting {
 		{name: "RELAY_ADDR", def: ":3000", help: "listen address (host:port)",
 			parse: func(c *Config, v string) error { c.Addr = v; return nil }},
 		{name: "RELAY_NODE_ID", defText: "host name", help: "unique node name within a cluster",
-			parse: func(c *Config, v string) error { c.NodeID = orHostname(v); return nil }},
+			parse: parseNodeID},
 		{name: "RELAY_REDIS_URL", defText: "(embedded broker)", help: "redis:// or rediss:// URL of the shared broker",
 			parse: parseRedisURL, show: showURL},
 		{name: "RELAY_JWT_SECRET", defText: "(unset)", help: "HS256 secret for client JWTs; unset disables token checks",
@@ -228,6 +228,16 @@ func orHostname(v string) string {
 		return h
 	}
 	return "relay"
+}
+
+// parseNodeID takes the node name; it travels in a one-byte length field of
+// every broker message, hence the limit.
+func parseNodeID(c *Config, v string) error {
+	if len(v) > 255 {
+		return errors.New("at most 255 bytes")
+	}
+	c.NodeID = orHostname(v)
+	return nil
 }
 
 func parseRedisURL(c *Config, v string) error {

@@ -38,7 +38,7 @@ func TestVariables(t *testing.T) {
 		invalid string // "" when every value is accepted
 	}{
 		{"RELAY_ADDR", func(c Config) any { return c.Addr }, ":3000", "127.0.0.1:8080", "127.0.0.1:8080", ""},
-		{"RELAY_NODE_ID", func(c Config) any { return c.NodeID }, hostname(), "node-7", "node-7", ""},
+		{"RELAY_NODE_ID", func(c Config) any { return c.NodeID }, hostname(), "node-7", "node-7", strings.Repeat("n", 256)},
 		{"RELAY_REDIS_URL", func(c Config) any { return c.RedisURL }, "", "rediss://:pw@cache:6380/2", "rediss://:pw@cache:6380/2", "http://cache:6379"},
 		{"RELAY_JWT_SECRET", func(c Config) any { return c.JWTSecret }, "", "s3cret", "s3cret", ""},
 		{"RELAY_API_KEY", func(c Config) any { return c.APIKey }, "", "k3y", "k3y", ""},

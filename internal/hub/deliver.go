@@ -112,7 +112,7 @@ func (h *Hub) deliver(topic string, payload []byte) {
 	}
 	h.obs.Delivered(sent)
 	if dropped > 0 {
-		h.obs.Dropped("slow", dropped)
+		h.obs.Dropped("not_queued", dropped)
 	}
 }
 
@@ -122,7 +122,7 @@ func (h *Hub) sendDirect(c *Client, f protocol.Frame) {
 	if c.conn.Send(f) {
 		h.obs.Delivered(1)
 	} else {
-		h.obs.Dropped("slow", 1)
+		h.obs.Dropped("not_queued", 1)
 	}
 }
 

@@ -127,7 +127,9 @@ func New(opts Options, b Broker) *Hub {
 func (h *Hub) Start(ctx context.Context) error {
 	h.wg.Add(1)
 	go h.presenceLoop()
-	if err := h.broker.Subscribe(ctx, topicAll, h.deliver); err != nil {
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Second) // a broker that never answers must not hold up startup
+	defer cancel()
+	if err := h.broker.Subscribe(sctx, topicAll, h.deliver); err != nil {
 		h.log.Warn("broker unavailable; subscribing to broadcasts in the background", "err", err)
 		h.wg.Add(1)
 		go h.subscribeAllUntilDone()

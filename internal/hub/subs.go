@@ -75,8 +75,13 @@ func (s *subscriptions) release(ctx context.Context, topic string) error {
 	if sub.refs > 0 {
 		return nil
 	}
+	// Unsubscribe before letting go of the topic: a join that comes in
+	// meanwhile waits on sub.mu, finds it dead and subscribes afresh, after
+	// this unsubscribe, never before it (which would leave it subscribed to
+	// nothing).
+	err := s.broker.Unsubscribe(ctx, topic)
 	s.removeLocked(topic, sub)
-	return s.broker.Unsubscribe(ctx, topic)
+	return err
 }
 
 // removeLocked marks sub dead and forgets it. sub.mu must be held.

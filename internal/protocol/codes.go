@@ -36,13 +36,13 @@ type CloseCode struct {
 	Reason string
 }
 
-// The close codes relay sends. 1009 (message too big) is sent by the
-// WebSocket library when a frame exceeds the read limit; it is listed so the
-// table is complete.
+// The close codes relay sends itself. 1009 (message too big) comes from the
+// WebSocket library when a frame exceeds the read limit, with the reason
+// "read limited at N bytes"; 1013 when a connection cannot be set up.
 var (
 	CloseTooSlow        = CloseCode{1008, "too slow"}
-	CloseMessageTooBig  = CloseCode{1009, "message too big"}
 	CloseServiceRestart = CloseCode{1012, "service restart"}
+	CloseTryAgainLater  = CloseCode{1013, "try again later"}
 )
 
 // MaxRooms is how many rooms one connection may be in at once, lobby counted.

@@ -76,8 +76,12 @@ func (s *Server) notify(c *gin.Context) (int, gin.H) {
 	// longer on the wire; past that the body cannot be valid.
 	body := http.MaxBytesReader(c.Writer, c.Request.Body, int64(s.cfg.MaxMessageBytes)*6+4096)
 	var req notifyRequest
-	if err := json.NewDecoder(body).Decode(&req); err != nil {
+	dec := json.NewDecoder(body)
+	if err := dec.Decode(&req); err != nil {
 		return http.StatusBadRequest, gin.H{"error": describeBodyError(err, s.cfg.MaxMessageBytes)}
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return http.StatusBadRequest, gin.H{"error": "malformed JSON body: one object expected"}
 	}
 	switch {
 	case req.Message == nil || *req.Message == "":

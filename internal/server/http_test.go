@@ -90,6 +90,8 @@ func TestNotifyValidation(t *testing.T) {
 		{"bad room", `{"message":"hi","room":"no spaces"}`, 400, "room names"},
 		{"empty user", `{"message":"hi","user":""}`, 400, "user must be"},
 		{"unknown fields ignored", `{"message":"hi","priority":"high"}`, 200, ""},
+		{"trailing data", `{"message":"hi"} {"message":"again"}`, 400, "one object"},
+		{"user too long", `{"message":"hi","user":"` + strings.Repeat("u", 257) + `"}`, 400, "user must be"},
 		{"exactly max", fmt.Sprintf(`{"message":%q}`, long[:1024]), 200, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

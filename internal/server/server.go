@@ -110,9 +110,11 @@ func (s *Server) startSession() bool {
 func (s *Server) Shutdown(ctx context.Context) {
 	s.shutOnce.Do(func() {
 		s.Drain()
+		// Clients get all the time there is to take what is queued and
+		// answer the close.
 		grace := 5 * time.Second
 		if dl, ok := ctx.Deadline(); ok {
-			grace = min(grace, time.Until(dl))
+			grace = time.Until(dl)
 		}
 		s.hub.CloseAll(protocol.CloseServiceRestart.Status, protocol.CloseServiceRestart.Reason, grace)
 

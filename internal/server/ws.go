@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -68,7 +69,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.log.Warn("register failed", "user", user, "err", err)
 		s.metrics.Rejected.WithLabelValues("unavailable").Inc()
-		conn.CloseWith(1013, "try again later", time.Second)
+		conn.CloseWith(protocol.CloseTryAgainLater.Status, protocol.CloseTryAgainLater.Reason, time.Second)
 		_ = ws.CloseNow()
 		return
 	}
@@ -92,6 +93,21 @@ func (s *Server) admit(r *http.Request) (user string, status int, msg string) {
 	if !s.originAllowed(r) {
 		return "", http.StatusForbidden, "origin not allowed"
 	}
+	user, status, msg = s.userFor(r)
+	if status != 0 {
+		return "", status, msg
+	}
+	// Checked after the credentials, so that a plain GET (which is how
+	// relay.js learns why a browser's handshake was refused) reports a bad
+	// token or name rather than the missing upgrade.
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		return "", http.StatusUpgradeRequired, "this is the WebSocket endpoint: connect with a WebSocket client"
+	}
+	return user, 0, ""
+}
+
+// userFor authenticates the request and picks the user name.
+func (s *Server) userFor(r *http.Request) (user string, status int, msg string) {
 	if s.verifier.Enabled() {
 		token := auth.TokenFromRequest(r)
 		if token == "" {
@@ -117,6 +133,7 @@ func (s *Server) reject(w http.ResponseWriter, status int, msg string) {
 	reason := map[int]string{
 		http.StatusBadRequest: "bad_name", http.StatusUnauthorized: "unauthorized",
 		http.StatusForbidden: "origin", http.StatusServiceUnavailable: "unavailable",
+		http.StatusUpgradeRequired: "not_websocket",
 	}[status]
 	s.metrics.Rejected.WithLabelValues(reason).Inc()
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
@@ -178,7 +195,13 @@ func (s *Server) session(ws *websocket.Conn, c *hub.Client) {
 	defer s.conns.Add(-1)
 	defer s.metrics.Connections.Dec()
 	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), brokerTimeout)
+		// While shutting down the node says goodbye quickly: the whole
+		// shutdown has RELAY_SHUTDOWN_TIMEOUT, and Redis may be down.
+		timeout := brokerTimeout
+		if s.drained.Load() {
+			timeout = time.Second
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
 		s.hub.Unregister(ctx, c)
 	}()
@@ -214,6 +237,13 @@ func (s *Server) session(ws *websocket.Conn, c *hub.Client) {
 			s.hub.Send(c, binaryFrame)
 			continue
 		}
+		if isPing(data) {
+			// Answered here, so that a ping is never stuck behind frames
+			// waiting on the broker.
+			s.metrics.Received.WithLabelValues(protocol.TypePing).Inc()
+			s.hub.Send(c, protocol.PongFrame)
+			continue
+		}
 		// Handled by a worker, one frame at a time so that order holds:
 		// decoding, encoding and the broker call need a deep stack, and a
 		// session that ran them itself would keep that stack while it
@@ -227,6 +257,12 @@ var (
 	rateLimitedFrame = protocol.EncodeError(&protocol.Error{Code: protocol.ErrRateLimited, Text: "too many frames; this one was dropped"})
 	binaryFrame      = protocol.EncodeError(&protocol.Error{Code: protocol.ErrBinary, Text: "relay speaks JSON text frames"})
 )
+
+// isPing reports whether data is exactly a ping envelope, the one frame a
+// session answers itself.
+func isPing(data []byte) bool {
+	return string(bytes.TrimSpace(data)) == `{"type":"ping"}`
+}
 
 // frameJob is one client frame for a frame worker.
 type frameJob struct {

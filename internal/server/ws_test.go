@@ -54,6 +54,16 @@ func TestWelcomeAndJoin(t *testing.T) {
 	}
 }
 
+// A plain GET of the WebSocket endpoint says what it is, in JSON.
+func TestPlainGetOfWS(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, nil)
+	status, body := request(t, "GET", n.url+"/ws", "", "")
+	if status != 426 || body["error"] == nil {
+		t.Fatalf("GET /ws = %d %v, want 426 with a JSON error", status, body)
+	}
+}
+
 func TestGuestNames(t *testing.T) {
 	t.Parallel()
 	n := startNode(t, nil)

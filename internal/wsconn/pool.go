@@ -154,7 +154,7 @@ func (s *shard) snapshot() []*Conn {
 }
 
 // A pass longer than busyPass means the shard is under load: before the
-// next one it pauses as long as the pass took (at most maxPause), so that
+// next one it pauses half as long as the pass took (at most maxPause), so that
 // frames gather and each write carries more of them. Socket writes, not
 // frames, are what cost CPU; light traffic (short passes) is written at
 // once.
