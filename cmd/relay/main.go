@@ -54,22 +54,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	if len(args) > 0 {
 		cmd = args[0]
 	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	switch cmd {
 	case "serve":
 		cfg, err := config.Load(getenv)
 		if err != nil {
 			return err
 		}
-		ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-		defer stop()
 		return serve(ctx, cfg, stderr)
 	case "bench":
 		opts, err := bench.ParseArgs(args[1:], stderr)
 		if err != nil {
 			return err
 		}
-		ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-		defer stop()
 		rep, err := bench.Run(ctx, opts, stderr)
 		if err != nil {
 			return err
@@ -84,8 +82,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		if err != nil {
 			return err
 		}
-		ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-		defer stop()
 		return chatcli.Run(ctx, opts, stdin, stdout)
 	case "healthcheck":
 		cfg, err := config.Load(getenv)

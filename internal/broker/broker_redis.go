@@ -87,9 +87,6 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 // shares the connection pool.
 func (r *Redis) Client() *redis.Client { return r.client }
 
-// Prefix returns the key prefix.
-func (r *Redis) Prefix() string { return r.prefix }
-
 // Publish sends payload to every node subscribed to topic.
 func (r *Redis) Publish(ctx context.Context, topic string, payload []byte) error {
 	if r.closed.Load() {

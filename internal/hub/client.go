@@ -187,13 +187,6 @@ func (h *Hub) Leave(ctx context.Context, c *Client, room string) error {
 	return nil
 }
 
-// Rooms returns the rooms c is in.
-func (c *Client) Rooms() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return slices.Clone(c.rooms)
-}
-
 func (c *Client) inRoom(room string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -126,11 +126,6 @@ func (h *Hub) sendDirect(c *Client, f protocol.Frame) {
 	}
 }
 
-// SendError queues an error frame for c.
-func (h *Hub) SendError(c *Client, e *protocol.Error) {
-	h.sendDirect(c, protocol.EncodeError(e))
-}
-
 // Send queues a ready frame for c (a pong, say).
 func (h *Hub) Send(c *Client, f protocol.Frame) { h.sendDirect(c, f) }
 

@@ -169,13 +169,6 @@ func (h *Hub) Close() {
 // Node returns this node's id.
 func (h *Hub) Node() string { return h.opts.Node }
 
-// Count returns the number of local connections.
-func (h *Hub) Count() int {
-	h.clientsMu.RLock()
-	defer h.clientsMu.RUnlock()
-	return len(h.clients)
-}
-
 // CloseAll closes every local connection with status and reason after what is
 // queued for it, allowing grace for each to finish.
 func (h *Hub) CloseAll(status uint16, reason string, grace time.Duration) {

@@ -108,19 +108,6 @@ func (h *Hub) roomFor(name string) *room {
 	return r
 }
 
-// RoomSize returns the local member count of room.
-func (h *Hub) RoomSize(name string) int {
-	h.roomsMu.RLock()
-	r := h.rooms[name]
-	h.roomsMu.RUnlock()
-	if r == nil {
-		return 0
-	}
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return len(r.members)
-}
-
 // announce tells a room's members, through the broker, that c joined or
 // left. c itself is skipped: it got its own copy directly, or is gone.
 func (h *Hub) announce(ctx context.Context, c *Client, event, room string, online int) {

@@ -93,10 +93,3 @@ func (s *subscriptions) removeLocked(topic string, sub *subscription) {
 	}
 	s.mu.Unlock()
 }
-
-// count returns how many topics are subscribed, for tests and metrics.
-func (s *subscriptions) count() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.topics)
-}

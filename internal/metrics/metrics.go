@@ -34,7 +34,6 @@ type Metrics struct {
 func New() *Metrics {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	f := func(c prometheus.Collector) { reg.MustRegister(c) }
 	m := &Metrics{
 		reg: reg,
 		Connections: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -62,11 +61,9 @@ func New() *Metrics {
 		Disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relay_disconnects_total", Help: "Connections closed by the server, by reason."}, []string{"reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.Connections, m.ConnectionsTotal, m.Rejected, m.Received,
+	reg.MustRegister(m.Connections, m.ConnectionsTotal, m.Rejected, m.Received,
 		m.DeliveredMsgs, m.DroppedMsgs, m.ClientErrors, m.Notify, m.PublishErrors, m.SocketWrites,
-		m.FramesWritten, m.Disconnects} {
-		f(c)
-	}
+		m.FramesWritten, m.Disconnects)
 	return m
 }
 

@@ -227,14 +227,12 @@ func (s *Server) session(ws *websocket.Conn, c *hub.Client) {
 		}
 		if limiter != nil && !limiter.Allow() {
 			s.metrics.DroppedMsgs.WithLabelValues("rate_limited").Inc()
-			s.metrics.ClientErrors.WithLabelValues(string(protocol.ErrRateLimited)).Inc()
-			s.hub.Send(c, rateLimitedFrame)
+			s.sendError(c, protocol.ErrRateLimited, rateLimitedFrame)
 			continue
 		}
 		if typ != websocket.MessageText {
 			s.metrics.Received.WithLabelValues("binary").Inc()
-			s.metrics.ClientErrors.WithLabelValues(string(protocol.ErrBinary)).Inc()
-			s.hub.Send(c, binaryFrame)
+			s.sendError(c, protocol.ErrBinary, binaryFrame)
 			continue
 		}
 		if isPing(data) {
@@ -311,8 +309,13 @@ func (s *Server) handleFrame(c *hub.Client, data []byte) {
 }
 
 func (s *Server) clientError(c *hub.Client, e *protocol.Error) {
-	s.metrics.ClientErrors.WithLabelValues(string(e.Code)).Inc()
-	s.hub.SendError(c, e)
+	s.sendError(c, e.Code, protocol.EncodeError(e))
+}
+
+// sendError counts and queues an encoded error frame.
+func (s *Server) sendError(c *hub.Client, code protocol.ErrorCode, frame protocol.Frame) {
+	s.metrics.ClientErrors.WithLabelValues(string(code)).Inc()
+	s.hub.Send(c, frame)
 }
 
 func (s *Server) logReadEnd(c *hub.Client, err error) {
