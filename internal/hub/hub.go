@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -185,12 +186,21 @@ func (h *Hub) newID() string {
 	return h.idPrefix + "-" + strconv.FormatUint(h.seq.Add(1), 36)
 }
 
-// publish wraps frame for the broker and publishes it.
-func (h *Hub) publish(ctx context.Context, topic string, except uint64, frame protocol.Frame) error {
-	return h.broker.Publish(ctx, topic, encodeWire(h.opts.Node, except, frame))
-}
-
 type nopObserver struct{}
 
 func (nopObserver) Delivered(int)       {}
 func (nopObserver) Dropped(string, int) {}
+
+// mustEncode encodes the hub's own frames, whose fields are plain strings and
+// ints and cannot fail to marshal.
+func (h *Hub) mustEncode(v any) protocol.Frame {
+	f, err := protocol.Encode(v)
+	if err != nil {
+		panic(fmt.Sprintf("hub: encoding %T: %v", v, err))
+	}
+	return f
+}
+
+func unavailable(error) *protocol.Error {
+	return &protocol.Error{Code: protocol.ErrUnavailable, Text: "message broker unavailable, try again"}
+}

@@ -10,6 +10,10 @@ import (
 	"github.com/relay/relay/internal/protocol"
 )
 
+// Fan-out: Chat and Notify encode a frame once and publish it; the broker
+// hands it back to deliver on every subscribed node, which queues it for
+// each local receiver without waiting on any of them.
+
 // Chat publishes a user's message to room, which c must be in. The frame is
 // encoded here, once, for every receiver on every node.
 func (h *Hub) Chat(ctx context.Context, c *Client, room string, data json.RawMessage) error {
@@ -129,30 +133,7 @@ func (h *Hub) sendDirect(c *Client, f protocol.Frame) {
 // Send queues a ready frame for c (a pong, say).
 func (h *Hub) Send(c *Client, f protocol.Frame) { h.sendDirect(c, f) }
 
-func (h *Hub) welcomeFrame(c *Client, online int) protocol.Frame {
-	return h.mustEncode(protocol.Welcome{
-		Type: protocol.TypeSystem, Event: protocol.EventWelcome, User: c.user, Node: h.opts.Node,
-		Room: protocol.Lobby, Online: online,
-		Data: fmt.Sprintf("欢迎 %s，当前在线: %d (%s)", c.user, online, protocol.Lobby),
-	})
-}
-
-func (h *Hub) membershipFrame(event, user, room string, online int) protocol.Frame {
-	text := fmt.Sprintf("新用户加入，当前在线: %d (%s joined %s)", online, user, room)
-	if event == protocol.EventLeave {
-		text = fmt.Sprintf("用户离开，当前在线: %d (%s left %s)", online, user, room)
-	}
-	return h.mustEncode(protocol.Membership{
-		Type: protocol.TypeSystem, Event: event, User: user, Room: room, Online: online, Data: text,
-	})
-}
-
-// mustEncode encodes the hub's own frames, whose fields are plain strings and
-// ints and cannot fail to marshal.
-func (h *Hub) mustEncode(v any) protocol.Frame {
-	f, err := protocol.Encode(v)
-	if err != nil {
-		panic(fmt.Sprintf("hub: encoding %T: %v", v, err))
-	}
-	return f
+// publish wraps frame for the broker and publishes it.
+func (h *Hub) publish(ctx context.Context, topic string, except uint64, frame protocol.Frame) error {
+	return h.broker.Publish(ctx, topic, encodeWire(h.opts.Node, except, frame))
 }

@@ -6,8 +6,15 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/relay/relay/internal/presence"
 	"github.com/relay/relay/internal/protocol"
 )
+
+// Membership: connections come and go (Register, Unregister) and move
+// between rooms (Join, Leave). Each change is counted (Counter), the client
+// gets its own welcome, join or leave directly, and the room's other members
+// hear of it through the broker (announce), or in the next presence event
+// when the room is big (presence.go).
 
 // Client is one local connection registered with the hub.
 type Client struct {
@@ -193,6 +200,128 @@ func (c *Client) inRoom(room string) bool {
 	return slices.Contains(c.rooms, room)
 }
 
-func unavailable(error) *protocol.Error {
-	return &protocol.Error{Code: protocol.ErrUnavailable, Text: "message broker unavailable, try again"}
+// room is a room's local members. Fan-out holds mu for reading while it
+// queues a frame for each member; membership changes hold it for writing.
+type room struct {
+	mu      sync.RWMutex
+	members map[*Client]struct{}
+	dead    bool // emptied and removed from Hub.rooms; joiners start over
+}
+
+// countJoin counts a join in room (across the cluster, when there is one).
+// It may be a network round trip, so callers hold no hub lock.
+func (h *Hub) countJoin(ctx context.Context, name string) (presence.Change, error) {
+	ch, err := h.counter.Add(ctx, name, +1)
+	if err == nil && ch.Coalesced {
+		h.markPresence(name)
+	}
+	return ch, err
+}
+
+// addMember adds c to room, its join already counted as ch, and, under the
+// room's lock so that nothing overtakes it, queues ownFrame(online) for c.
+// It reports the count and whether the others should hear of the join one
+// by one.
+func (h *Hub) addMember(c *Client, name string, ch presence.Change, ownFrame func(online int) protocol.Frame) (online int, announce bool) {
+	for {
+		r := h.roomFor(name)
+		r.mu.Lock()
+		if r.dead {
+			r.mu.Unlock()
+			continue
+		}
+		r.members[c] = struct{}{}
+		h.sendDirect(c, ownFrame(ch.Online))
+		r.mu.Unlock()
+		return ch.Online, !ch.Coalesced
+	}
+}
+
+// removeMember removes c from room and counts its leave, queueing
+// ownFrame(online) for c when ownFrame is not nil (c asked to leave; on a
+// disconnect it is gone). A leave happens even if it cannot be counted
+// across the cluster: the count is then this node's, and the cluster's is
+// repaired when the broker returns.
+func (h *Hub) removeMember(ctx context.Context, c *Client, name string, ownFrame func(online int) protocol.Frame) (online int, announce bool) {
+	h.roomsMu.RLock()
+	r := h.rooms[name]
+	h.roomsMu.RUnlock()
+	if r == nil {
+		return 0, false
+	}
+	r.mu.Lock()
+	if _, ok := r.members[c]; !ok {
+		r.mu.Unlock()
+		return 0, false
+	}
+	delete(r.members, c)
+	local := len(r.members)
+	if local == 0 {
+		r.dead = true
+	}
+	r.mu.Unlock()
+	if local == 0 {
+		h.roomsMu.Lock()
+		if h.rooms[name] == r {
+			delete(h.rooms, name)
+		}
+		h.roomsMu.Unlock()
+	}
+
+	ch, err := h.counter.Add(ctx, name, -1)
+	if err != nil {
+		h.log.Warn("leave not counted across the cluster", "room", name, "err", err)
+		ch.Online, ch.Coalesced = local, local > h.opts.PresenceLimit
+	}
+	if ch.Coalesced {
+		h.markPresence(name)
+	}
+	if ownFrame != nil {
+		h.sendDirect(c, ownFrame(ch.Online))
+	}
+	return ch.Online, !ch.Coalesced && ch.Online > 0
+}
+
+func (h *Hub) roomFor(name string) *room {
+	h.roomsMu.RLock()
+	r := h.rooms[name]
+	h.roomsMu.RUnlock()
+	if r != nil {
+		return r
+	}
+	h.roomsMu.Lock()
+	defer h.roomsMu.Unlock()
+	if r = h.rooms[name]; r == nil {
+		r = &room{members: make(map[*Client]struct{})}
+		h.rooms[name] = r
+	}
+	return r
+}
+
+// announce tells a room's members, through the broker, that c joined or
+// left. c itself is skipped: it got its own copy directly, or is gone.
+func (h *Hub) announce(ctx context.Context, c *Client, event, room string, online int) {
+	user, exceptID := c.user, c.id
+	frame := h.membershipFrame(event, user, room, online)
+	if err := h.publish(ctx, roomTopic(room), exceptID, frame); err != nil {
+		h.log.Warn("announce failed", "event", event, "room", room, "err", err)
+	}
+}
+
+func (h *Hub) welcomeFrame(c *Client, online int) protocol.Frame {
+	return h.mustEncode(protocol.Welcome{
+		Type: protocol.TypeSystem, Event: protocol.EventWelcome, User: c.user, Node: h.opts.Node,
+		Room: protocol.Lobby, Online: online,
+		Data: fmt.Sprintf("欢迎 %s，当前在线: %d (%s)", c.user, online, protocol.Lobby),
+	})
+}
+
+func (h *Hub) membershipFrame(event, user, room string, online int) protocol.Frame {
+	text := fmt.Sprintf("新用户加入，当前在线: %d (%s joined %s)", online, user, room)
+	if event == protocol.EventLeave {
+		text = fmt.Sprintf("用户离开，当前在线: %d (%s left %s)", online, user, room)
+	}
+	return h.mustEncode(protocol.Membership{
+		Type: protocol.TypeSystem, Event: event, User: user, Room: room, Online: online, Data: text,
+	})
 }
