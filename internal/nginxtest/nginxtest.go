@@ -1,7 +1,8 @@
 // Package nginxtest runs a real nginx (Debian's package, which
-// deploy/test.sh installs) with the project's own nginx/conf.d/relay.conf,
-// templated only for a loopback listen port, in front of relay nodes listed
-// in an upstream block.
+// deploy/test.sh installs) with the project's own configuration: the main
+// config nginx/nginx.conf with its paths moved into the test's directory,
+// and nginx/conf.d/relay.conf templated only for a loopback listen port, in
+// front of relay nodes listed in an upstream block.
 package nginxtest
 
 import (
@@ -20,6 +21,7 @@ import (
 // Server is an nginx process owned by one test.
 type Server struct {
 	Addr string // 127.0.0.1:port
+	dir  string // its config, pid file and logs
 }
 
 // URL is the base URL, http://127.0.0.1:port.
@@ -43,7 +45,7 @@ func Start(t testing.TB, nodes ...string) *Server {
 	if err := os.Chmod(dir, 0o777); err != nil { // workers run as nobody when started by root
 		t.Fatal(err)
 	}
-	s := &Server{Addr: freeAddr(t)}
+	s := &Server{Addr: freeAddr(t), dir: dir}
 
 	conf, err := os.ReadFile(filepath.Join(repoRoot(t), "nginx", "conf.d", "relay.conf"))
 	if err != nil {
@@ -53,28 +55,17 @@ func Start(t testing.TB, nodes ...string) *Server {
 	if site == string(conf) {
 		t.Fatal(`nginx/conf.d/relay.conf no longer has "listen 80;" for the test to template`)
 	}
-	// As nginx/conf.d/upstream.conf's comment advises outside Docker.
 	var servers strings.Builder
 	for _, n := range nodes {
 		fmt.Fprintf(&servers, "    server %s max_fails=1 fail_timeout=2s;\n", n)
 	}
-	upstream := "upstream relay_nodes {\n    least_conn;\n" + servers.String() + "}\nmap $host $relay_upstream { default relay_nodes; }\n"
-	main := fmt.Sprintf(`daemon off;
-worker_processes 1;
-pid %[1]s/nginx.pid;
-error_log %[1]s/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path %[1]s/body;
-    proxy_temp_path %[1]s/proxy;
-    fastcgi_temp_path %[1]s/fastcgi;
-    uwsgi_temp_path %[1]s/uwsgi;
-    scgi_temp_path %[1]s/scgi;
-    include %[1]s/upstream.conf;
-    include %[1]s/relay.conf;
-}
-`, dir)
+	// As nginx/conf.d/upstream.conf's comment advises outside Docker; the
+	// zone makes least_conn count over every worker, not each its own.
+	upstream := "upstream relay_nodes {\n    zone relay_nodes 64k;\n    least_conn;\n" + servers.String() + "}\nmap $host $relay_upstream { default relay_nodes; }\n"
+	main, err := mainConfig(repoRoot(t), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for name, body := range map[string]string{"nginx.conf": main, "upstream.conf": upstream, "relay.conf": site} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
 			t.Fatal(err)
@@ -128,6 +119,37 @@ http {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// mainConfig is nginx/nginx.conf with what is tied to a machine-wide
+// install rewritten for one test's directory: the pid file, the logs, the
+// conf.d include (replaced by the test's upstream.conf and relay.conf) and
+// temporary files; and nginx stays in the foreground. Everything else, the
+// sizing included, is the shipped file.
+func mainConfig(root, dir string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(root, "nginx", "nginx.conf"))
+	if err != nil {
+		return "", err
+	}
+	conf := string(b)
+	for _, r := range []struct{ old, new string }{
+		{"pid /var/run/nginx.pid;", "pid " + dir + "/nginx.pid;"},
+		{"error_log /var/log/nginx/error.log ", "error_log " + dir + "/error.log "},
+		{"access_log /var/log/nginx/access.log ", "access_log " + dir + "/access.log "},
+		{"include /etc/nginx/conf.d/*.conf;", fmt.Sprintf(`client_body_temp_path %[1]s/body;
+    proxy_temp_path %[1]s/proxy;
+    fastcgi_temp_path %[1]s/fastcgi;
+    uwsgi_temp_path %[1]s/uwsgi;
+    scgi_temp_path %[1]s/scgi;
+    include %[1]s/upstream.conf;
+    include %[1]s/relay.conf;`, dir)},
+	} {
+		if !strings.Contains(conf, r.old) {
+			return "", fmt.Errorf("nginx/nginx.conf no longer has %q for the test to template", r.old)
+		}
+		conf = strings.Replace(conf, r.old, r.new, 1)
+	}
+	return "daemon off;\n" + conf, nil
 }
 
 // repoRoot finds the module root (where go.mod is) from the test's
