@@ -20,6 +20,7 @@ import (
 type conn struct {
 	id   int
 	room string
+	node string // from its welcome; written before confirmed is closed or the join is seen
 	ws   *websocket.Conn
 	tr   *tracker
 	r    *runner
@@ -118,6 +119,7 @@ func (c *conn) read() {
 			c.r.errors.Add(1)
 			c.r.noteError(string(b))
 		case bytes.Contains(b, []byte(`"event":"welcome"`)):
+			c.node = welcomeNode(b)
 			if c.room == "lobby" {
 				c.confirm()
 			}
@@ -130,6 +132,21 @@ func (c *conn) read() {
 			c.presence.Add(1)
 		}
 	}
+}
+
+var nodeKey = []byte(`"node":"`)
+
+// welcomeNode is the node named in a welcome frame, or "".
+func welcomeNode(b []byte) string {
+	i := bytes.Index(b, nodeKey)
+	if i < 0 {
+		return ""
+	}
+	rest := b[i+len(nodeKey):]
+	if j := bytes.IndexByte(rest, '"'); j >= 0 {
+		return string(rest[:j])
+	}
+	return ""
 }
 
 func (c *conn) isOwn(b []byte) bool {

@@ -29,6 +29,7 @@ type Options struct {
 	Every     time.Duration // chat: each client sends one message this often
 	Workers   int           // http: concurrent requests
 	Stall     int           // fanout: subscribers that never read, to show memory stays bounded
+	Metrics   []string      // base URLs whose /metrics are summed for the server's figures (default: URL)
 	APIKey    string
 	JWTSecret string
 	JSON      bool
@@ -52,6 +53,7 @@ func ParseArgs(args []string, stderr io.Writer) (Options, error) {
 	fs.DurationVar(&o.Every, "every", 5*time.Second, "chat: each client sends a message this often")
 	fs.IntVar(&o.Workers, "workers", 64, "http: concurrent requests")
 	fs.IntVar(&o.Stall, "stall", 0, "fanout: extra subscribers that stop reading")
+	metrics := fs.String("metrics", "", "comma-separated base URLs of every node whose /metrics to sum (a cluster's replicas); default -url")
 	fs.StringVar(&o.APIKey, "api-key", "", "API key for POST /api/notify")
 	fs.StringVar(&o.JWTSecret, "jwt-secret", "", "mint a token per client with this HS256 secret")
 	fs.BoolVar(&o.JSON, "json", false, "print the result as JSON")
@@ -69,6 +71,15 @@ func ParseArgs(args []string, stderr io.Writer) (Options, error) {
 	}
 	o.Scenario = fs.Arg(0)
 	o.URL = strings.TrimRight(o.URL, "/")
+	o.Metrics = []string{o.URL}
+	if *metrics != "" {
+		o.Metrics = nil
+		for _, u := range strings.Split(*metrics, ",") {
+			if u = strings.TrimRight(strings.TrimSpace(u), "/"); u != "" {
+				o.Metrics = append(o.Metrics, u)
+			}
+		}
+	}
 	switch {
 	case o.Scenario != "idle" && o.Scenario != "fanout" && o.Scenario != "chat" && o.Scenario != "http":
 		return o, fmt.Errorf("relay bench: unknown scenario %q", o.Scenario)

@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -18,14 +20,20 @@ type Report struct {
 	Scenario string `json:"scenario"`
 	URL      string `json:"url"`
 
-	Conns          int     `json:"conns"`
-	ConnectSeconds float64 `json:"connect_seconds,omitempty"`
+	Conns          int            `json:"conns"`
+	ConnectSeconds float64        `json:"connect_seconds,omitempty"`
+	Nodes          map[string]int `json:"nodes,omitempty"`          // connections per node, from each welcome
+	SpreadPercent  float64        `json:"spread_percent,omitempty"` // largest distance of a node's count from the mean, in % of the mean
 
-	Published      int     `json:"published,omitempty"`
-	PublishLate    int     `json:"publish_late,omitempty"` // publishes that started over one interval behind schedule
-	PublishErrors  int     `json:"publish_errors,omitempty"`
-	PublishP99Ms   float64 `json:"publish_accept_p99_ms,omitempty"` // from sending a publish to its acceptance (notify's 200)
-	PublishMaxMs   float64 `json:"publish_accept_max_ms,omitempty"`
+	Published     int     `json:"published,omitempty"`
+	PublishLate   int     `json:"publish_late,omitempty"` // publishes that started over one interval behind schedule
+	PublishErrors int     `json:"publish_errors,omitempty"`
+	PublishP99Ms  float64 `json:"publish_accept_p99_ms,omitempty"` // from sending a publish to its acceptance (notify's 200)
+	PublishMaxMs  float64 `json:"publish_accept_max_ms,omitempty"`
+	// The measured phase (publishing and the last deliveries), in unix
+	// milliseconds, to match against CPU sampled outside (per container).
+	MeasuredFromMs int64   `json:"measured_from_unix_ms,omitempty"`
+	MeasuredToMs   int64   `json:"measured_to_unix_ms,omitempty"`
 	Expected       int     `json:"expected,omitempty"`
 	Delivered      int     `json:"delivered,omitempty"`
 	Lost           int     `json:"lost"`
@@ -63,6 +71,18 @@ func (rep *Report) Print(w io.Writer) {
 	}
 	if rep.ConnectSeconds > 0 {
 		row("connect time", fmt.Sprintf("%.1f s", rep.ConnectSeconds))
+	}
+	if len(rep.Nodes) > 1 {
+		names := make([]string, 0, len(rep.Nodes))
+		for n := range rep.Nodes {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		var per []string
+		for _, n := range names {
+			per = append(per, fmt.Sprintf("%s %d", n, rep.Nodes[n]))
+		}
+		row("connections per node", fmt.Sprintf("%s (spread ±%.1f %%)", strings.Join(per, ", "), rep.SpreadPercent))
 	}
 	if rep.Requests > 0 {
 		row("requests", rep.Requests)
@@ -134,10 +154,28 @@ type serverStats struct {
 }
 
 func (r *runner) scrape(ctx context.Context) (serverStats, error) {
+	var sum serverStats
+	for _, u := range r.o.Metrics {
+		s, err := scrapeOne(ctx, u)
+		if err != nil {
+			return sum, err
+		}
+		sum.rss += s.rss
+		sum.cpuSeconds += s.cpuSeconds
+		sum.socketWrites += s.socketWrites
+		sum.framesWritten += s.framesWritten
+		sum.connections += s.connections
+	}
+	sum.at = time.Now()
+	return sum, nil
+}
+
+// scrapeOne reads one node's /metrics.
+func scrapeOne(ctx context.Context, base string) (serverStats, error) {
 	s := serverStats{at: time.Now()}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.o.URL+"/metrics", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
 	if err != nil {
 		return s, err
 	}
@@ -171,6 +209,29 @@ func (r *runner) scrape(ctx context.Context) (serverStats, error) {
 		}
 	}
 	return s, sc.Err()
+}
+
+// countNodes fills in how the connections spread over the nodes that
+// welcomed them.
+func (rep *Report) countNodes(conns []*conn) {
+	rep.Nodes = map[string]int{}
+	for _, c := range conns {
+		if c != nil && c.node != "" {
+			rep.Nodes[c.node]++
+		}
+	}
+	if len(rep.Nodes) == 0 {
+		rep.Nodes = nil
+		return
+	}
+	total := 0
+	for _, n := range rep.Nodes {
+		total += n
+	}
+	mean := float64(total) / float64(len(rep.Nodes))
+	for _, n := range rep.Nodes {
+		rep.SpreadPercent = max(rep.SpreadPercent, 100*math.Abs(float64(n)-mean)/mean)
+	}
 }
 
 // between fills the report's server figures from two scrapes.

@@ -30,13 +30,14 @@ func (r *runner) idle(ctx context.Context) (*Report, error) {
 	}
 	stop := r.startProgress(r.openConns)
 	start := time.Now()
-	_, err = r.connect(ctx, 0, r.o.Conns, true)
+	opened, err := r.connect(ctx, 0, r.o.Conns, true)
 	rep.ConnectSeconds = time.Since(start).Seconds()
 	if err != nil {
 		stop()
 		r.closeAll()
 		return nil, err
 	}
+	rep.countNodes(opened)
 	// Settle (presence events, GC), then measure the hold.
 	time.Sleep(2 * time.Second)
 	held, err := r.scrape(ctx)
@@ -104,6 +105,7 @@ func (r *runner) fanout(ctx context.Context) (*Report, error) {
 		return nil, err
 	}
 	rep.ConnectSeconds = time.Since(start).Seconds()
+	rep.countNodes(subs)
 	var stalled []*conn
 	if o.Stall > 0 {
 		if stalled, err = r.connect(ctx, o.Conns, o.Stall, false); err != nil {
@@ -208,6 +210,7 @@ func (r *runner) settle(ctx context.Context, rep *Report, expected int, before s
 	}
 	between(rep, before, after)
 	rep.BenchCPUPercent = 100 * (ownCPU() - cpu0).Seconds() / time.Since(t0).Seconds()
+	rep.MeasuredFromMs, rep.MeasuredToMs = t0.UnixMilli(), time.Now().UnixMilli()
 	return nil
 }
 
@@ -271,6 +274,7 @@ func (r *runner) chat(ctx context.Context) (*Report, error) {
 		return nil, err
 	}
 	rep.ConnectSeconds = time.Since(start).Seconds()
+	rep.countNodes(clients)
 	before, err := r.scrape(ctx)
 	if err != nil {
 		return nil, err
