@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"os/exec"
+	"regexp"
 	"sync"
 	"syscall"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/relay/relay/internal/nginxtest"
 	"github.com/relay/relay/internal/redistest"
+	"github.com/relay/relay/internal/testkit"
 )
 
 // proc is a relay node run from the real binary.
@@ -28,27 +30,38 @@ type proc struct {
 func (p *proc) url() string            { return "http://" + p.addr }
 func (p *proc) ws(query string) string { return "ws://" + p.addr + "/ws?" + query }
 
-// startNode runs a node and waits for /healthz. It is killed when the test
-// ends.
+// startNode runs a node on a loopback port of its own choosing and waits
+// for /healthz. It is killed when the test ends.
 func startNode(t testing.TB, id string, env ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, id: id, addr: freeAddr(t)}
-	p.env = append([]string{"RELAY_ADDR=" + p.addr, "RELAY_NODE_ID=" + id, "RELAY_LOG_LEVEL=warn"}, env...)
-	p.start()
+	p := &proc{t: t, id: id}
+	p.env = append([]string{"RELAY_ADDR=127.0.0.1:0", "RELAY_NODE_ID=" + id, "RELAY_LOG_LEVEL=info"}, env...)
+	cmd, out := command(p.env...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p.cmd, p.out = cmd, out
 	t.Cleanup(p.kill)
+	p.addr = listenAddr(t, out)
+	waitHTTP(t, p.url()+"/healthz", 200, out)
 	return p
 }
 
-func (p *proc) start() {
-	p.t.Helper()
-	cmd, out := command(p.env...)
-	if err := cmd.Start(); err != nil {
-		p.t.Fatal(err)
-	}
-	p.mu.Lock()
-	p.cmd, p.out = cmd, out
-	p.mu.Unlock()
-	waitHTTP(p.t, p.url()+"/healthz", 200, out)
+// listenAddr reads the address a node listens on from its log: with port 0
+// the kernel picks it, so no other test can take it first.
+func listenAddr(t testing.TB, out *syncBuffer) string {
+	t.Helper()
+	re := regexp.MustCompile(`msg="relay listening" addr=(\S+)`)
+	var addr string
+	testkit.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
+		m := re.FindStringSubmatch(out.String())
+		if m == nil {
+			return fmt.Errorf("no \"relay listening\" line in the node's log:\n%s", out)
+		}
+		addr = m[1]
+		return nil
+	})
+	return addr
 }
 
 // kill ends the node with SIGKILL: no goodbye to anyone. Idempotent.
@@ -66,20 +79,17 @@ func (p *proc) kill() {
 // waitHTTP polls url until it answers status.
 func waitHTTP(t testing.TB, url string, status int, out fmt.Stringer) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	testkit.CheckFor(t, 15*time.Second, 20*time.Millisecond, func() error {
 		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == status {
-				return
-			}
+		if err != nil {
+			return fmt.Errorf("%s: %w\n%s", url, err, out)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not answer %d: %v\n%s", url, status, err, out)
+		resp.Body.Close()
+		if resp.StatusCode != status {
+			return fmt.Errorf("%s answered %d, want %d\n%s", url, resp.StatusCode, status, out)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // cluster is redis-server, three relay nodes and nginx in front of them.

@@ -10,23 +10,15 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
-
-	"github.com/gin-gonic/gin"
 
 	"github.com/relay/relay/internal/bench"
-	"github.com/relay/relay/internal/broker"
 	"github.com/relay/relay/internal/chatcli"
 	"github.com/relay/relay/internal/config"
 	"github.com/relay/relay/internal/gctune"
-	"github.com/relay/relay/internal/hub"
-	"github.com/relay/relay/internal/metrics"
-	"github.com/relay/relay/internal/presence"
-	"github.com/relay/relay/internal/server"
+	"github.com/relay/relay/internal/node"
 )
 
 func main() {
@@ -105,8 +97,9 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// serve runs a node until ctx ends, then shuts it down in order: stop
-// accepting, close the clients (1012), stop the hub, close the broker.
+// serve runs a node on cfg.Addr until ctx ends, then shuts it down within
+// cfg.ShutdownTimeout. What is process-wide (GC tuning, pprof) is set up
+// here; the node is built by package node.
 func serve(ctx context.Context, cfg config.Config, logw io.Writer) error {
 	log := newLogger(cfg, logw)
 	if os.Getenv("GOGC") == "" { // GOGC in the environment overrides the policy
@@ -118,12 +111,6 @@ func serve(ctx context.Context, cfg config.Config, logw io.Writer) error {
 		}()
 		defer func() { stopTune(); <-tuned }()
 	}
-	if cfg.JWTSecret == "" {
-		log.Warn("RELAY_JWT_SECRET is not set: anyone can connect as a guest")
-	}
-	if cfg.APIKey == "" {
-		log.Warn("RELAY_API_KEY is not set: POST /api/notify is open to anyone who can reach it")
-	}
 	if cfg.DebugAddr != "" {
 		stopDebug, err := serveDebug(cfg.DebugAddr, log)
 		if err != nil {
@@ -132,86 +119,29 @@ func serve(ctx context.Context, cfg config.Config, logw io.Writer) error {
 		defer stopDebug()
 	}
 
-	var b broker.Broker
-	var counter *presence.Redis // nil: the hub counts its own members
-	var h *hub.Hub
-	if cfg.RedisURL == "" {
-		b = broker.NewMemory()
-	} else {
-		rb, err := broker.NewRedis(broker.RedisOptions{URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, Logger: log})
-		if err != nil {
-			return err
-		}
-		b = rb
-		counter = presence.NewRedis(presence.RedisOptions{
-			Client: rb.Client(), Prefix: cfg.RedisPrefix, Node: cfg.NodeID,
-			Limit: cfg.PresenceLimit, Interval: cfg.PresenceInterval, Logger: log,
-			NodeGone: func(room string, s presence.Summary) { h.PresenceLost(room, s) },
-		})
-	}
-	defer b.Close()
-
-	m := metrics.New()
-	opts := hub.Options{
-		Node:             cfg.NodeID,
-		PresenceLimit:    cfg.PresenceLimit,
-		PresenceInterval: cfg.PresenceInterval,
-		Logger:           log,
-		Observer:         m,
-	}
-	if counter != nil {
-		opts.Counter = counter
-	}
-	h = hub.New(opts, b)
-	if counter != nil {
-		// Stopped after the hub and before the broker: on the way out the
-		// node takes itself out of every count.
-		runCtx, stopCounter := context.WithCancel(context.WithoutCancel(ctx))
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			counter.Run(runCtx)
-		}()
-		defer func() { stopCounter(); <-done }()
-	}
-	if err := h.Start(ctx); err != nil {
-		return fmt.Errorf("start hub: %w", err)
-	}
-	defer h.Close()
-
-	gin.SetMode(gin.ReleaseMode)
-	srv := server.New(cfg, h, b, m, log)
-	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
-
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
-	log.Info("relay listening", "addr", ln.Addr().String(), "node", cfg.NodeID, "config", cfg)
-
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- httpSrv.Serve(ln) }() // joined below on every path
+	n, err := node.New(ctx, cfg, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	n.Start(ln)
 
 	select {
-	case err := <-serveErr:
-		srv.Shutdown(context.Background())
-		return fmt.Errorf("serve: %w", err)
+	case <-n.Stopped():
+		_ = n.Shutdown(context.Background())
+		return n.Err()
 	case <-ctx.Done():
 	}
-
 	log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
 	// The signal's context is done; the shutdown gets a fresh one.
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	// WebSocket clients first: they get their 1012 at once, while
-	// http.Server.Shutdown may wait seconds on browsers' idle spare
-	// connections. The listener stays open meanwhile, refusing upgrades.
-	srv.Shutdown(sctx)
-	if err := httpSrv.Shutdown(sctx); err != nil {
-		log.Warn("http shutdown", "err", err)
-	}
-	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve: %w", err)
+	if err := n.Shutdown(sctx); err != nil {
+		return err
 	}
 	log.Info("stopped")
 	return nil

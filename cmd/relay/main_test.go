@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +16,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/relay/relay/internal/testkit"
 )
 
 // binary is the real relay binary, built once for these tests.
@@ -35,16 +35,6 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func command(env ...string) (*exec.Cmd, *syncBuffer) {
@@ -108,24 +98,8 @@ func TestHelpListsSettings(t *testing.T) {
 // SIGTERM: readyz goes 503, clients are closed with 1012, exit status 0.
 func TestSIGTERM(t *testing.T) {
 	t.Parallel()
-	addr := freeAddr(t)
-	cmd, out := command("RELAY_ADDR="+addr, "RELAY_SHUTDOWN_TIMEOUT=5s", "RELAY_NODE_ID=sigterm")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("relay did not come up: %v\n%s", err, out)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	p := startNode(t, "sigterm", "RELAY_SHUTDOWN_TIMEOUT=5s")
+	cmd, out, addr := p.cmd, p.out, p.addr
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -161,7 +135,7 @@ func TestHealthcheckCommand(t *testing.T) {
 		cmd.Env = append(os.Environ(), "RELAY_ADDR="+addr)
 		return cmd.Run()
 	}
-	if err := check(freeAddr(t)); err == nil {
+	if err := check(testkit.FreeAddr(t)); err == nil {
 		t.Fatal("healthcheck passed with no node running")
 	}
 	if err := check(startNode(t, "hc").addr); err != nil {

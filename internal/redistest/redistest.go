@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/relay/relay/internal/testkit"
 )
 
 // Server is a redis-server process owned by one test.
@@ -38,7 +40,7 @@ func New(t testing.TB) *Server {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatal("redis-server not found: run the tests with ./deploy/test.sh, which installs it")
 	}
-	s := &Server{t: t, Port: freePort(t)}
+	s := &Server{t: t, Port: testkit.FreePort(t)}
 	t.Cleanup(s.Kill)
 	return s
 }
@@ -90,14 +92,4 @@ func (s *Server) Kill() {
 	_ = s.cmd.Process.Kill()
 	_ = s.cmd.Wait()
 	s.cmd = nil
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }

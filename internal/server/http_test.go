@@ -3,26 +3,29 @@ package server_test
 import (
 	"bytes"
 	"fmt"
-	"github.com/relay/relay/internal/wstest"
 	"io"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/relay/relay/internal/node/nodetest"
+	"github.com/relay/relay/internal/testkit"
+	"github.com/relay/relay/internal/wstest"
 )
 
 func TestRootAndData(t *testing.T) {
 	t.Parallel()
-	n := startNode(t, map[string]string{"RELAY_NODE_ID": "node-a"})
+	n := nodetest.Start(t, map[string]string{"RELAY_NODE_ID": "node-a"})
 
-	status, body := request(t, http.MethodGet, n.url+"/", "", "")
+	status, body := request(t, http.MethodGet, n.URL()+"/", "", "")
 	if status != 200 || !strings.Contains(body["text"].(string), "欢迎访问实时服务") || !strings.Contains(body["text"].(string), "/ws") {
 		t.Fatalf("GET / = %d %q", status, body["text"])
 	}
 
 	before := time.Now().UnixMilli()
-	status, body = request(t, http.MethodGet, n.url+"/api/data", "", "")
+	status, body = request(t, http.MethodGet, n.URL()+"/api/data", "", "")
 	if status != 200 {
 		t.Fatalf("GET /api/data = %d", status)
 	}
@@ -37,17 +40,17 @@ func TestRootAndData(t *testing.T) {
 
 func TestHealthReadyMetrics(t *testing.T) {
 	t.Parallel()
-	n := startNode(t, nil)
-	if status, _ := request(t, http.MethodGet, n.url+"/healthz", "", ""); status != 200 {
+	n := nodetest.Start(t, nil)
+	if status, _ := request(t, http.MethodGet, n.URL()+"/healthz", "", ""); status != 200 {
 		t.Errorf("healthz = %d", status)
 	}
-	if status, body := request(t, http.MethodGet, n.url+"/readyz", "", ""); status != 200 {
+	if status, body := request(t, http.MethodGet, n.URL()+"/readyz", "", ""); status != 200 {
 		t.Errorf("readyz = %d %v", status, body)
 	}
 
-	c := wstest.Dial(t, n.wsURL("name=metric"), nil)
+	c := wstest.Dial(t, n.WS("name=metric"), nil)
 	c.Welcome()
-	resp, err := http.Get(n.url + "/metrics")
+	resp, err := http.Get(n.URL() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,18 +63,18 @@ func TestHealthReadyMetrics(t *testing.T) {
 	}
 
 	// A broker that cannot deliver makes the node unready but still alive.
-	_ = n.broker.Close()
-	if status, body := request(t, http.MethodGet, n.url+"/readyz", "", ""); status != 503 {
+	_ = n.Node().Broker().Close()
+	if status, body := request(t, http.MethodGet, n.URL()+"/readyz", "", ""); status != 503 {
 		t.Errorf("readyz with closed broker = %d %v", status, body)
 	}
-	if status, _ := request(t, http.MethodGet, n.url+"/healthz", "", ""); status != 200 {
+	if status, _ := request(t, http.MethodGet, n.URL()+"/healthz", "", ""); status != 200 {
 		t.Errorf("healthz with closed broker = %d", status)
 	}
 }
 
 func TestNotifyValidation(t *testing.T) {
 	t.Parallel()
-	n := startNode(t, map[string]string{"RELAY_MAX_MESSAGE_BYTES": "1024"})
+	n := nodetest.Start(t, map[string]string{"RELAY_MAX_MESSAGE_BYTES": "1024"})
 	long := strings.Repeat("x", 1025)
 	for _, tc := range []struct {
 		name, body string
@@ -115,9 +118,9 @@ func TestNotifyValidation(t *testing.T) {
 
 func TestNotifyAPIKey(t *testing.T) {
 	t.Parallel()
-	n := startNode(t, map[string]string{"RELAY_API_KEY": "s3cret"})
+	n := nodetest.Start(t, map[string]string{"RELAY_API_KEY": "s3cret"})
 	for _, key := range []string{"", "wrong", "s3cret2"} {
-		status, body := request(t, http.MethodPost, n.url+"/api/notify", key, `{"message":"hi"}`)
+		status, body := request(t, http.MethodPost, n.URL()+"/api/notify", key, `{"message":"hi"}`)
 		if status != 401 || body["error"] == nil {
 			t.Errorf("key %q: %d %v, want 401 with error", key, status, body)
 		}
@@ -129,8 +132,8 @@ func TestNotifyAPIKey(t *testing.T) {
 
 func TestNotifyBrokerDown(t *testing.T) {
 	t.Parallel()
-	n := startNode(t, nil)
-	_ = n.broker.Close()
+	n := nodetest.Start(t, nil)
+	_ = n.Node().Broker().Close()
 	status, body := notify(t, n, `{"message":"lost?"}`)
 	if status != 503 || body["error"] == nil || body["success"] != nil {
 		t.Fatalf("notify with broker down = %d %v, want 503 with an error", status, body)
@@ -139,14 +142,14 @@ func TestNotifyBrokerDown(t *testing.T) {
 
 func TestNotifyDelivery(t *testing.T) {
 	t.Parallel()
-	n := startNode(t, nil)
-	alice := wstest.Dial(t, n.wsURL("name=alice"), nil)
+	n := nodetest.Start(t, nil)
+	alice := wstest.Dial(t, n.WS("name=alice"), nil)
 	alice.Welcome()
-	bob := wstest.Dial(t, n.wsURL("name=bob"), nil)
+	bob := wstest.Dial(t, n.WS("name=bob"), nil)
 	bob.Welcome()
 	alice.Expect("bob's join", wstest.IsEvent("join", "bob", "lobby"))
 	// carol leaves lobby: "everyone" must still reach her, a room must not.
-	carol := wstest.Dial(t, n.wsURL("name=carol"), nil)
+	carol := wstest.Dial(t, n.WS("name=carol"), nil)
 	carol.Welcome()
 	carol.SendJSON(map[string]string{"type": "leave", "room": "lobby"})
 	carol.Expect("own leave", wstest.IsEvent("leave", "carol", "lobby"))
@@ -179,8 +182,8 @@ func TestNotifyDelivery(t *testing.T) {
 
 func TestUnknownRouteIsJSON(t *testing.T) {
 	t.Parallel()
-	n := startNode(t, nil)
-	status, body := request(t, http.MethodGet, n.url+"/nope", "", "")
+	n := nodetest.Start(t, nil)
+	status, body := request(t, http.MethodGet, n.URL()+"/nope", "", "")
 	if status != 404 || body["error"] == nil {
 		t.Fatalf("GET /nope = %d %v", status, body)
 	}
@@ -217,8 +220,8 @@ func TestTrustedProxies(t *testing.T) {
 		{"10.0.0.0/8", `"ip":"127.0.0.1"`},
 	} {
 		var logs lockedBuffer
-		n := startNodeLogging(t, map[string]string{"RELAY_TRUSTED_PROXIES": tc.trusted, "RELAY_LOG_LEVEL": "debug"}, &logs)
-		req, _ := http.NewRequest(http.MethodGet, n.url+"/api/data", nil)
+		n := nodetest.Start(t, map[string]string{"RELAY_TRUSTED_PROXIES": tc.trusted, "RELAY_LOG_LEVEL": "debug"}, nodetest.Logs(&logs))
+		req, _ := http.NewRequest(http.MethodGet, n.URL()+"/api/data", nil)
 		req.Header.Set("X-Forwarded-For", "203.0.113.7")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -227,8 +230,11 @@ func TestTrustedProxies(t *testing.T) {
 		resp.Body.Close()
 		// The access log is written as the handler returns, which may be
 		// just after the client has its answer.
-		eventually(t, 5*time.Second, "the access log line with "+tc.want, func() bool {
-			return strings.Contains(logs.String(), tc.want)
+		testkit.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+			if !strings.Contains(logs.String(), tc.want) {
+				return fmt.Errorf("no access log line with %s", tc.want)
+			}
+			return nil
 		})
 	}
 }

@@ -3,7 +3,6 @@ package server_test
 import (
 	"context"
 	"fmt"
-	"github.com/relay/relay/internal/wstest"
 	"io"
 	"net/http"
 	"strings"
@@ -13,12 +12,15 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/relay/relay/internal/auth"
+	"github.com/relay/relay/internal/node/nodetest"
+	"github.com/relay/relay/internal/testkit"
+	"github.com/relay/relay/internal/wstest"
 )
 
 func TestJWT(t *testing.T) {
 	t.Parallel()
 	const secret = "test-secret"
-	n := startNode(t, map[string]string{"RELAY_JWT_SECRET": secret})
+	n := nodetest.Start(t, map[string]string{"RELAY_JWT_SECRET": secret})
 	good, err := auth.Mint(secret, "user-42", time.Minute)
 	if err != nil {
 		t.Fatal(err)
@@ -27,8 +29,8 @@ func TestJWT(t *testing.T) {
 	forged, _ := auth.Mint("other-secret", "user-42", time.Minute)
 
 	for name, url := range map[string]string{
-		"missing": n.wsURL(""), "garbage": n.wsURL("token=abc"),
-		"expired": n.wsURL("token=" + expired), "wrong secret": n.wsURL("token=" + forged),
+		"missing": n.WS(""), "garbage": n.WS("token=abc"),
+		"expired": n.WS("token=" + expired), "wrong secret": n.WS("token=" + forged),
 	} {
 		_, err := wstest.TryDial(t, url, nil)
 		if err == nil || !strings.Contains(err.Error(), "HTTP 401") || !strings.Contains(err.Error(), `"error"`) {
@@ -37,61 +39,61 @@ func TestJWT(t *testing.T) {
 	}
 	// Query parameter (browsers) and header (everyone else); the token's
 	// subject is the user, whatever ?name= says.
-	if w := wstest.Dial(t, n.wsURL("token="+good+"&name=mallory"), nil).Welcome(); w.User != "user-42" {
+	if w := wstest.Dial(t, n.WS("token="+good+"&name=mallory"), nil).Welcome(); w.User != "user-42" {
 		t.Errorf("user = %q, want the token's sub", w.User)
 	}
 	h := http.Header{"Authorization": {"Bearer " + good}}
-	if w := wstest.Dial(t, n.wsURL(""), &websocket.DialOptions{HTTPHeader: h}).Welcome(); w.User != "user-42" {
+	if w := wstest.Dial(t, n.WS(""), &websocket.DialOptions{HTTPHeader: h}).Welcome(); w.User != "user-42" {
 		t.Errorf("user = %q with header token", w.User)
 	}
 }
 
 func TestOrigin(t *testing.T) {
 	t.Parallel()
-	n := startNode(t, map[string]string{"RELAY_ALLOWED_ORIGINS": "app.example.com, https://*.trusted.dev"})
+	n := nodetest.Start(t, map[string]string{"RELAY_ALLOWED_ORIGINS": "app.example.com, https://*.trusted.dev"})
 	withOrigin := func(o string) *websocket.DialOptions {
 		return &websocket.DialOptions{HTTPHeader: http.Header{"Origin": {o}}}
 	}
 	for _, o := range []string{"https://evil.example", "https://app.example.com.evil.io", "http://x.trusted.dev"} {
-		_, err := wstest.TryDial(t, n.wsURL(""), withOrigin(o))
+		_, err := wstest.TryDial(t, n.WS(""), withOrigin(o))
 		if err == nil || !strings.Contains(err.Error(), "HTTP 403") {
 			t.Errorf("origin %s: %v, want 403", o, err)
 		}
 	}
-	for _, o := range []string{"https://app.example.com", "https://a.trusted.dev", n.url} {
-		if _, err := wstest.TryDial(t, n.wsURL(""), withOrigin(o)); err != nil {
+	for _, o := range []string{"https://app.example.com", "https://a.trusted.dev", n.URL()} {
+		if _, err := wstest.TryDial(t, n.WS(""), withOrigin(o)); err != nil {
 			t.Errorf("origin %s refused: %v", o, err)
 		}
 	}
-	wstest.Dial(t, n.wsURL(""), nil).Welcome() // no Origin: not a browser
+	wstest.Dial(t, n.WS(""), nil).Welcome() // no Origin: not a browser
 }
 
 func TestMaxConnections(t *testing.T) {
 	t.Parallel()
-	n := startNode(t, map[string]string{"RELAY_MAX_CONNECTIONS": "2"})
-	a := wstest.Dial(t, n.wsURL("name=a"), nil)
+	n := nodetest.Start(t, map[string]string{"RELAY_MAX_CONNECTIONS": "2"})
+	a := wstest.Dial(t, n.WS("name=a"), nil)
 	a.Welcome()
-	wstest.Dial(t, n.wsURL("name=b"), nil).Welcome()
-	_, err := wstest.TryDial(t, n.wsURL("name=c"), nil)
+	wstest.Dial(t, n.WS("name=b"), nil).Welcome()
+	_, err := wstest.TryDial(t, n.WS("name=c"), nil)
 	if err == nil || !strings.Contains(err.Error(), "HTTP 503") {
 		t.Fatalf("third connection: %v, want 503", err)
 	}
 	a.WS.Close(websocket.StatusNormalClosure, "")
-	eventually(t, 5*time.Second, "a slot to free up", func() bool {
-		c, err := wstest.TryDial(t, n.wsURL("name=c"), nil)
+	testkit.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		c, err := wstest.TryDial(t, n.WS("name=c"), nil)
 		if err == nil {
 			c.Welcome()
 		}
-		return err == nil
+		return err // until a slot frees up
 	})
 }
 
 func TestFrameTooBig(t *testing.T) {
 	t.Parallel()
-	n := startNode(t, map[string]string{"RELAY_MAX_MESSAGE_BYTES": "1024"})
-	big := wstest.Dial(t, n.wsURL("name=big"), nil)
+	n := nodetest.Start(t, map[string]string{"RELAY_MAX_MESSAGE_BYTES": "1024"})
+	big := wstest.Dial(t, n.WS("name=big"), nil)
 	big.Welcome()
-	other := wstest.Dial(t, n.wsURL("name=other"), nil)
+	other := wstest.Dial(t, n.WS("name=other"), nil)
 	other.Welcome()
 
 	big.Send(`{"type":"message","data":"` + strings.Repeat("a", 900) + `"}`) // under the limit
@@ -105,8 +107,8 @@ func TestFrameTooBig(t *testing.T) {
 
 func TestRateLimit(t *testing.T) {
 	t.Parallel()
-	n := startNode(t, map[string]string{"RELAY_RATE_LIMIT": "5"}) // burst 10
-	c := wstest.Dial(t, n.wsURL("name=flood"), nil)
+	n := nodetest.Start(t, map[string]string{"RELAY_RATE_LIMIT": "5"}) // burst 10
+	c := wstest.Dial(t, n.WS("name=flood"), nil)
 	c.Welcome()
 	for i := range 30 {
 		c.Send(fmt.Sprintf(`{"type":"message","data":%d}`, i))
@@ -125,22 +127,24 @@ func TestRateLimit(t *testing.T) {
 	if chats < 10 || chats > 15 || limited != 30-chats {
 		t.Fatalf("%d delivered, %d rate_limited; want the burst through and the rest refused", chats, limited)
 	}
-	eventually(t, 5*time.Second, "the limit to refill", func() bool {
+	testkit.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		c.Send(`{"type":"ping"}`)
-		f := c.Next()
-		return wstest.IsPong(f)
+		if f := c.Next(); !wstest.IsPong(f) {
+			return fmt.Errorf("rate limit not refilled: ping answered %s", f)
+		}
+		return nil
 	})
 }
 
 func TestSlowClientIsClosed(t *testing.T) {
 	t.Parallel()
-	n := startNode(t, map[string]string{"RELAY_SEND_QUEUE_BYTES": "65536", "RELAY_MAX_MESSAGE_BYTES": "65536"})
-	healthy := wstest.Dial(t, n.wsURL("name=healthy"), nil)
+	n := nodetest.Start(t, map[string]string{"RELAY_SEND_QUEUE_BYTES": "65536", "RELAY_MAX_MESSAGE_BYTES": "65536"})
+	healthy := wstest.Dial(t, n.WS("name=healthy"), nil)
 	healthy.Welcome()
 
 	// A client that never reads: a raw dial whose frames nobody consumes.
 	ctx := context.Background()
-	stalled, _, err := websocket.Dial(ctx, n.wsURL("name=stalled"), nil)
+	stalled, _, err := websocket.Dial(ctx, n.WS("name=stalled"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,12 +172,12 @@ func TestSlowClientIsClosed(t *testing.T) {
 
 func TestHeartbeat(t *testing.T) {
 	t.Parallel()
-	n := startNode(t, map[string]string{"RELAY_PING_INTERVAL": "100ms", "RELAY_PONG_TIMEOUT": "200ms"})
-	alive := wstest.Dial(t, n.wsURL("name=alive"), nil) // its read loop answers pings
+	n := nodetest.Start(t, map[string]string{"RELAY_PING_INTERVAL": "100ms", "RELAY_PONG_TIMEOUT": "200ms"})
+	alive := wstest.Dial(t, n.WS("name=alive"), nil) // its read loop answers pings
 	alive.Welcome()
 
 	ctx := context.Background()
-	mute, _, err := websocket.Dial(ctx, n.wsURL("name=mute"), nil) // never reads, so never pongs
+	mute, _, err := websocket.Dial(ctx, n.WS("name=mute"), nil) // never reads, so never pongs
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,9 +197,9 @@ func TestHeartbeat(t *testing.T) {
 }
 
 // metricValue reads one sample from /metrics, 0 if absent.
-func metricValue(t *testing.T, n *node, sample string) float64 {
+func metricValue(t *testing.T, n *nodetest.Node, sample string) float64 {
 	t.Helper()
-	resp, err := http.Get(n.url + "/metrics")
+	resp, err := http.Get(n.URL() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

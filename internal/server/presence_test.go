@@ -2,20 +2,22 @@ package server_test
 
 import (
 	"fmt"
-	"github.com/relay/relay/internal/wstest"
 	"testing"
 
 	"github.com/coder/websocket"
+
+	"github.com/relay/relay/internal/node/nodetest"
+	"github.com/relay/relay/internal/wstest"
 )
 
 // With RELAY_PRESENCE_LIMIT=3, a room of up to 3 announces each join and
 // leave; past that, members see at most one presence event per interval.
 func TestPresenceRule(t *testing.T) {
 	t.Parallel()
-	n := startNode(t, map[string]string{"RELAY_PRESENCE_LIMIT": "3", "RELAY_PRESENCE_INTERVAL": "200ms"})
+	n := nodetest.Start(t, map[string]string{"RELAY_PRESENCE_LIMIT": "3", "RELAY_PRESENCE_INTERVAL": "200ms"})
 	var cs []*wstest.Client
 	for i := range 3 {
-		c := wstest.Dial(t, n.wsURL(fmt.Sprintf("name=u%d", i)), nil)
+		c := wstest.Dial(t, n.WS(fmt.Sprintf("name=u%d", i)), nil)
 		c.Welcome()
 		cs = append(cs, c)
 	}
@@ -25,7 +27,7 @@ func TestPresenceRule(t *testing.T) {
 
 	// Three more join: the room is now over the limit.
 	for i := 3; i < 6; i++ {
-		c := wstest.Dial(t, n.wsURL(fmt.Sprintf("name=u%d", i)), nil)
+		c := wstest.Dial(t, n.WS(fmt.Sprintf("name=u%d", i)), nil)
 		if w := c.Welcome(); w.Count() != i+1 {
 			t.Fatalf("u%d welcome = %s", i, w)
 		}
@@ -71,11 +73,11 @@ func TestPresenceRule(t *testing.T) {
 
 func TestPresenceCounts(t *testing.T) {
 	t.Parallel()
-	n := startNode(t, map[string]string{"RELAY_PRESENCE_LIMIT": "1", "RELAY_PRESENCE_INTERVAL": "100ms"})
-	first := wstest.Dial(t, n.wsURL("name=first"), nil)
+	n := nodetest.Start(t, map[string]string{"RELAY_PRESENCE_LIMIT": "1", "RELAY_PRESENCE_INTERVAL": "100ms"})
+	first := wstest.Dial(t, n.WS("name=first"), nil)
 	first.Welcome()
 	for i := range 4 {
-		wstest.Dial(t, n.wsURL(fmt.Sprintf("name=p%d", i)), nil).Welcome()
+		wstest.Dial(t, n.WS(fmt.Sprintf("name=p%d", i)), nil).Welcome()
 	}
 	// However the 4 joins fall into intervals, the presence events add up
 	// to them and the last one carries the full count.

@@ -11,6 +11,9 @@ import (
 
 // routes is the whole HTTP surface of a node, in one place.
 func (s *Server) routes() http.Handler {
+	// Process-wide and atomic in gin; release mode keeps gin from printing
+	// every route at startup.
+	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	r.Use(gin.Recovery(), s.accessLog())
 	// With no trusted proxies, X-Forwarded-For is ignored and the client IP

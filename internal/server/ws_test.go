@@ -3,23 +3,25 @@ package server_test
 import (
 	"context"
 	"fmt"
-	"github.com/relay/relay/internal/wstest"
 	"strings"
 	"testing"
 
 	"github.com/coder/websocket"
+
+	"github.com/relay/relay/internal/node/nodetest"
+	"github.com/relay/relay/internal/wstest"
 )
 
 func TestWelcomeAndJoin(t *testing.T) {
 	t.Parallel()
-	n := startNode(t, map[string]string{"RELAY_NODE_ID": "node-w"})
-	alice := wstest.Dial(t, n.wsURL("name=alice"), nil)
+	n := nodetest.Start(t, map[string]string{"RELAY_NODE_ID": "node-w"})
+	alice := wstest.Dial(t, n.WS("name=alice"), nil)
 	w := alice.Welcome()
 	if w.User != "alice" || w.Node != "node-w" || w.Room != "lobby" || w.Count() != 1 || w.Text() == "" {
 		t.Fatalf("welcome = %s", w)
 	}
 
-	bob := wstest.Dial(t, n.wsURL("name=bob"), nil)
+	bob := wstest.Dial(t, n.WS("name=bob"), nil)
 	if w := bob.Welcome(); w.Count() != 2 {
 		t.Fatalf("bob's welcome = %s, want online 2", w)
 	}
@@ -57,8 +59,8 @@ func TestWelcomeAndJoin(t *testing.T) {
 // A plain GET of the WebSocket endpoint says what it is, in JSON.
 func TestPlainGetOfWS(t *testing.T) {
 	t.Parallel()
-	n := startNode(t, nil)
-	status, body := request(t, "GET", n.url+"/ws", "", "")
+	n := nodetest.Start(t, nil)
+	status, body := request(t, "GET", n.URL()+"/ws", "", "")
 	if status != 426 || body["error"] == nil {
 		t.Fatalf("GET /ws = %d %v, want 426 with a JSON error", status, body)
 	}
@@ -66,16 +68,16 @@ func TestPlainGetOfWS(t *testing.T) {
 
 func TestGuestNames(t *testing.T) {
 	t.Parallel()
-	n := startNode(t, nil)
-	g := wstest.Dial(t, n.wsURL(""), nil).Welcome()
+	n := nodetest.Start(t, nil)
+	g := wstest.Dial(t, n.WS(""), nil).Welcome()
 	if !strings.HasPrefix(g.User, "guest-") {
 		t.Fatalf("anonymous user = %q", g.User)
 	}
-	if g2 := wstest.Dial(t, n.wsURL("name="), nil).Welcome(); !strings.HasPrefix(g2.User, "guest-") || g2.User == g.User {
+	if g2 := wstest.Dial(t, n.WS("name="), nil).Welcome(); !strings.HasPrefix(g2.User, "guest-") || g2.User == g.User {
 		t.Fatalf("second guest = %q (first %q)", g2.User, g.User)
 	}
 	for _, bad := range []string{"a%20b", strings.Repeat("x", 33), "%C3%A9", "a:b"} {
-		_, err := wstest.TryDial(t, n.wsURL("name="+bad), nil)
+		_, err := wstest.TryDial(t, n.WS("name="+bad), nil)
 		if err == nil || !strings.Contains(err.Error(), "HTTP 400") || !strings.Contains(err.Error(), `"error"`) {
 			t.Errorf("name %q: %v, want HTTP 400 with a JSON error", bad, err)
 		}
@@ -84,12 +86,12 @@ func TestGuestNames(t *testing.T) {
 
 func TestChat(t *testing.T) {
 	t.Parallel()
-	n := startNode(t, nil)
-	alice := wstest.Dial(t, n.wsURL("name=alice"), nil)
+	n := nodetest.Start(t, nil)
+	alice := wstest.Dial(t, n.WS("name=alice"), nil)
 	alice.Welcome()
-	bob := wstest.Dial(t, n.wsURL("name=bob"), nil)
+	bob := wstest.Dial(t, n.WS("name=bob"), nil)
 	bob.Welcome()
-	carol := wstest.Dial(t, n.wsURL("name=carol"), nil)
+	carol := wstest.Dial(t, n.WS("name=carol"), nil)
 	carol.Welcome()
 
 	alice.Send(`{"type":"message","data":{"text":"hi","n":[1,2]}}`)
@@ -121,17 +123,17 @@ func TestChat(t *testing.T) {
 
 func TestChatOrderPerSender(t *testing.T) {
 	t.Parallel()
-	n := startNode(t, map[string]string{"RELAY_RATE_LIMIT": "0"})
+	n := nodetest.Start(t, map[string]string{"RELAY_RATE_LIMIT": "0"})
 	const senders, each = 3, 300
 	var receivers []*wstest.Client
 	for i := range 3 {
-		r := wstest.Dial(t, n.wsURL(fmt.Sprintf("name=r%d", i)), nil)
+		r := wstest.Dial(t, n.WS(fmt.Sprintf("name=r%d", i)), nil)
 		r.Welcome()
 		receivers = append(receivers, r)
 	}
 	var ss []*wstest.Client
 	for i := range senders {
-		s := wstest.Dial(t, n.wsURL(fmt.Sprintf("name=s%d", i)), nil)
+		s := wstest.Dial(t, n.WS(fmt.Sprintf("name=s%d", i)), nil)
 		s.Welcome()
 		ss = append(ss, s)
 	}
@@ -173,10 +175,10 @@ func TestChatOrderPerSender(t *testing.T) {
 
 func TestClientErrors(t *testing.T) {
 	t.Parallel()
-	n := startNode(t, map[string]string{"RELAY_RATE_LIMIT": "0"})
-	alice := wstest.Dial(t, n.wsURL("name=alice"), nil)
+	n := nodetest.Start(t, map[string]string{"RELAY_RATE_LIMIT": "0"})
+	alice := wstest.Dial(t, n.WS("name=alice"), nil)
 	alice.Welcome()
-	watcher := wstest.Dial(t, n.wsURL("name=watcher"), nil)
+	watcher := wstest.Dial(t, n.WS("name=watcher"), nil)
 	watcher.Welcome()
 	alice.Expect("watcher's join", wstest.IsEvent("join", "watcher", "lobby"))
 
@@ -218,8 +220,8 @@ func TestClientErrors(t *testing.T) {
 
 func TestTooManyRooms(t *testing.T) {
 	t.Parallel()
-	n := startNode(t, map[string]string{"RELAY_RATE_LIMIT": "0"})
-	c := wstest.Dial(t, n.wsURL("name=joiner"), nil)
+	n := nodetest.Start(t, map[string]string{"RELAY_RATE_LIMIT": "0"})
+	c := wstest.Dial(t, n.WS("name=joiner"), nil)
 	c.Welcome()
 	for i := 1; i < 100; i++ { // lobby is the first of 100
 		c.Send(fmt.Sprintf(`{"type":"join","room":"r%d"}`, i))
@@ -235,8 +237,8 @@ func TestTooManyRooms(t *testing.T) {
 
 func TestLeaveLobbyThenBroadcast(t *testing.T) {
 	t.Parallel()
-	n := startNode(t, nil)
-	c := wstest.Dial(t, n.wsURL("name=loner"), nil)
+	n := nodetest.Start(t, nil)
+	c := wstest.Dial(t, n.WS("name=loner"), nil)
 	c.Welcome()
 	c.Send(`{"type":"leave","room":"lobby"}`)
 	if f := c.Expect("own leave", wstest.IsEvent("leave", "loner", "lobby")); f.Count() != 0 {

@@ -11,6 +11,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/relay/relay/internal/auth"
+	"github.com/relay/relay/internal/node/nodetest"
 	"github.com/relay/relay/internal/wstest"
 )
 
@@ -19,16 +20,16 @@ import (
 
 func TestTwoPagesChat(t *testing.T) {
 	t.Parallel()
-	n := startNode(t, map[string]string{"RELAY_NODE_ID": "node-1"})
+	n := nodetest.Start(t, map[string]string{"RELAY_NODE_ID": "node-1"})
 
-	alice := openPage(t, "alice", n.url()+"/demo?name=alice")
+	alice := openPage(t, "alice", n.URL()+"/demo?name=alice")
 	alice.waitState("live")
 	alice.waitOnline("lobby", 1)
 	if node, user := alice.text("node"), alice.text("user"); node != "node-1" || user != "alice" {
 		t.Fatalf("page shows node %q user %q, want node-1 alice", node, user)
 	}
 
-	bob := openPage(t, "bob", n.url()+"/demo?name=bob")
+	bob := openPage(t, "bob", n.URL()+"/demo?name=bob")
 	bob.waitState("live")
 	bob.waitOnline("lobby", 2)
 	alice.waitOnline("lobby", 2) // bob's join reached alice
@@ -46,7 +47,7 @@ func TestTwoPagesChat(t *testing.T) {
 	bob.say("lobby", "hi alice, the deploy is green")
 	alice.waitMessage("lobby", "bob", "hi alice, the deploy is green")
 
-	if status, body := n.post("/api/notify", "", `{"message":"deploy v2 at 18:00"}`); status != 200 {
+	if status, body := post(t, n, "/api/notify", "", `{"message":"deploy v2 at 18:00"}`); status != 200 {
 		t.Fatalf("notify: %d %s", status, body)
 	}
 	alice.waitNotification("deploy v2 at 18:00", "to everyone")
@@ -69,8 +70,8 @@ func TestTwoPagesChat(t *testing.T) {
 func TestNotificationsAppearApartFromChat(t *testing.T) {
 	t.Parallel()
 	const key = "s3cret-key"
-	n := startNode(t, map[string]string{"RELAY_API_KEY": key})
-	p := openPage(t, "carol", n.url()+"/demo?name=carol")
+	n := nodetest.Start(t, map[string]string{"RELAY_API_KEY": key})
+	p := openPage(t, "carol", n.URL()+"/demo?name=carol")
 	p.waitState("live")
 	p.join("ops")
 	p.waitOnline("ops", 1)
@@ -80,7 +81,7 @@ func TestNotificationsAppearApartFromChat(t *testing.T) {
 		{`{"message":"ops only","room":"ops"}`, "ops only", "to room ops"},
 		{`{"message":"just carol","user":"carol"}`, "just carol", "to carol"},
 	} {
-		if status, body := n.post("/api/notify", key, c.body); status != 200 {
+		if status, body := post(t, n, "/api/notify", key, c.body); status != 200 {
 			t.Fatalf("notify %s: %d %s", c.body, status, body)
 		}
 		p.waitNotification(c.text, c.to)
@@ -116,8 +117,8 @@ func TestNotificationsAppearApartFromChat(t *testing.T) {
 
 func TestNotifyFormShowsBadKeyError(t *testing.T) {
 	t.Parallel()
-	n := startNode(t, map[string]string{"RELAY_API_KEY": "right-key"})
-	p := openPage(t, "dan", n.url()+"/demo?name=dan")
+	n := nodetest.Start(t, map[string]string{"RELAY_API_KEY": "right-key"})
+	p := openPage(t, "dan", n.URL()+"/demo?name=dan")
 	p.waitState("live")
 
 	p.typeInto("notify-message", "should not be sent")
@@ -140,23 +141,23 @@ func TestNotifyFormShowsBadKeyError(t *testing.T) {
 // flows both ways again.
 func TestReconnectsAndRejoinsAfterRestart(t *testing.T) {
 	t.Parallel()
-	n := startNode(t, nil)
-	p := openPage(t, "erin", n.url()+"/demo?name=erin")
+	n := nodetest.Start(t, nil)
+	p := openPage(t, "erin", n.URL()+"/demo?name=erin")
 	p.waitState("live")
 	p.join("ops")
 	p.waitOnline("ops", 1)
 
-	n.stop()
+	n.Stop()
 	p.waitState("reconnecting")
 	p.waitLine("event", "connection closed: 1012 service restart")
 	p.waitFor("a countdown", `/^reconnecting in \d+s$/.test(document.getElementById('state').textContent)`)
 
-	n.start()
+	n.Restart()
 	p.waitState("live")
 	p.waitOnline("ops", 1) // the new connection's own join of ops, sent by relay.js
 
 	// Another client finds erin in ops on the restarted node.
-	c := wstest.Dial(t, n.wsURL("name=frank"), nil)
+	c := wstest.Dial(t, n.WS("name=frank"), nil)
 	c.Welcome()
 	c.SendJSON(map[string]string{"type": "join", "room": "ops"})
 	if f := c.Expect("frank's join of ops", wstest.IsEvent("join", "frank", "ops")); f.Count() != 2 {
@@ -173,12 +174,12 @@ func TestReconnectsAndRejoinsAfterRestart(t *testing.T) {
 func TestTokenUserAndRefusedHandshake(t *testing.T) {
 	t.Parallel()
 	const secret = "browser-test-secret"
-	n := startNode(t, map[string]string{"RELAY_JWT_SECRET": secret})
+	n := nodetest.Start(t, map[string]string{"RELAY_JWT_SECRET": secret})
 	token, err := auth.Mint(secret, "grace", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := openPage(t, "grace", n.url()+"/demo?token="+token)
+	p := openPage(t, "grace", n.URL()+"/demo?token="+token)
 	p.waitState("live")
 	if user := p.text("user"); user != "grace" {
 		t.Fatalf("page shows user %q, want the token's subject grace", user)
@@ -193,7 +194,7 @@ func TestTokenUserAndRefusedHandshake(t *testing.T) {
 		{"expired", "?token=" + expired},
 		{"missing", ""},
 	} {
-		p := openPage(t, c.name, n.url()+"/demo"+c.query)
+		p := openPage(t, c.name, n.URL()+"/demo"+c.query)
 		p.waitState("closed")
 		if s := p.text("state"); !strings.HasPrefix(s, "closed: 1006 HTTP 401: ") {
 			t.Errorf("%s token: state shows %q, want closed with the 401", c.name, s)
@@ -205,8 +206,8 @@ func TestTokenUserAndRefusedHandshake(t *testing.T) {
 // closes; the page's disconnect and connect buttons.
 func TestClientSurfacesErrors(t *testing.T) {
 	t.Parallel()
-	n := startNode(t, nil)
-	p := openPage(t, "page", n.url()+"/demo?name=henry")
+	n := nodetest.Start(t, nil)
+	p := openPage(t, "page", n.URL()+"/demo?name=henry")
 	p.waitState("live")
 
 	p.eval(`window.solo = {states: [], errors: []};

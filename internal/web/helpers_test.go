@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,144 +15,21 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"github.com/gin-gonic/gin"
 
-	"github.com/relay/relay/internal/broker"
-	"github.com/relay/relay/internal/config"
-	"github.com/relay/relay/internal/hub"
-	"github.com/relay/relay/internal/metrics"
-	"github.com/relay/relay/internal/server"
+	"github.com/relay/relay/internal/node/nodetest"
 )
-
-func init() { gin.SetMode(gin.ReleaseMode) }
 
 // wait bounds every wait for the page: generous, because the tests share two
 // cores with a browser and with other packages' tests. Waits poll and return
 // as soon as their condition holds.
 const wait = 15 * time.Second
 
-// node is a relay node wired as cmd/relay wires it, on a real listener whose
-// address stays the same across stop and start, so that a page can
-// reconnect to it.
-type node struct {
-	t    *testing.T
-	addr string // 127.0.0.1:port
-	env  map[string]string
-
-	mu  sync.Mutex
-	run *running // nil while stopped
-}
-
-type running struct {
-	http   *http.Server
-	srv    *server.Server
-	hub    *hub.Hub
-	broker *broker.Memory
-	served chan error
-}
-
-// startNode starts a node on a free port with the default config
-// overridden by env. It is stopped when the test ends.
-func startNode(t *testing.T, env map[string]string) *node {
+// post sends a JSON body to the node's API with an optional API key.
+func post(t *testing.T, n *nodetest.Node, path, key, body string) (int, string) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	req, err := http.NewRequest(http.MethodPost, n.URL()+path, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
-	}
-	n := &node{t: t, addr: ln.Addr().String(), env: env}
-	n.serve(ln)
-	t.Cleanup(n.stop)
-	return n
-}
-
-func (n *node) url() string { return "http://" + n.addr }
-
-func (n *node) wsURL(query string) string { return "ws://" + n.addr + "/ws?" + query }
-
-// start starts a stopped node again on the same address.
-func (n *node) start() {
-	n.t.Helper()
-	deadline := time.Now().Add(wait)
-	for {
-		ln, err := net.Listen("tcp", n.addr)
-		if err == nil {
-			n.serve(ln)
-			return
-		}
-		if time.Now().After(deadline) {
-			n.t.Fatalf("listen on %s again: %v", n.addr, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (n *node) serve(ln net.Listener) {
-	n.t.Helper()
-	cfg, err := config.Load(func(k string) string { return n.env[k] })
-	if err != nil {
-		n.t.Fatalf("config: %v", err)
-	}
-	if n.env["RELAY_NODE_ID"] == "" {
-		cfg.NodeID = "web-node"
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	b := broker.NewMemory()
-	m := metrics.New()
-	h := hub.New(hub.Options{Node: cfg.NodeID, PresenceLimit: cfg.PresenceLimit,
-		PresenceInterval: cfg.PresenceInterval, Logger: log, Observer: m}, b)
-	if err := h.Start(context.Background()); err != nil {
-		n.t.Fatal(err)
-	}
-	srv := server.New(cfg, h, b, m, log)
-	r := &running{
-		http:   &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second},
-		srv:    srv,
-		hub:    h,
-		broker: b,
-		served: make(chan error, 1),
-	}
-	go func() { r.served <- r.http.Serve(ln) }() // joined by stop
-	n.mu.Lock()
-	n.run = r
-	n.mu.Unlock()
-}
-
-// stop shuts the node down as SIGTERM does: stop accepting, close every
-// client with 1012, wait for them. Idempotent.
-func (n *node) stop() {
-	n.mu.Lock()
-	r := n.run
-	n.run = nil
-	n.mu.Unlock()
-	if r == nil {
-		return
-	}
-	r.srv.Drain()
-	// cmd/relay gives http.Server.Shutdown and then Server.Shutdown one
-	// deadline. A browser keeps sockets it opened ahead of need, and
-	// http.Server.Shutdown only closes those after 5 s: cut them sooner,
-	// so the WebSocket clients get their 1012 without that wait.
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	if err := r.http.Shutdown(ctx); err != nil {
-		_ = r.http.Close()
-	}
-	cancel()
-	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	r.srv.Shutdown(ctx)
-	if err := <-r.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		n.t.Errorf("serve: %v", err)
-	}
-	r.hub.Close()
-	_ = r.broker.Close()
-}
-
-// post sends a JSON body to the node's API with an optional API key.
-func (n *node) post(path, key, body string) (int, string) {
-	n.t.Helper()
-	req, err := http.NewRequest(http.MethodPost, n.url()+path, strings.NewReader(body))
-	if err != nil {
-		n.t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if key != "" {
@@ -162,7 +37,7 @@ func (n *node) post(path, key, body string) (int, string) {
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		n.t.Fatal(err)
+		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)

@@ -8,6 +8,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/relay/relay/internal/nginxtest"
+	"github.com/relay/relay/internal/node/nodetest"
 	"github.com/relay/relay/internal/wstest"
 )
 
@@ -17,8 +18,8 @@ import (
 // and the notify API all work through it.
 func TestDemoThroughNginx(t *testing.T) {
 	t.Parallel()
-	n := startNode(t, nil)
-	lb := nginxtest.Start(t, n.addr).URL()
+	n := nodetest.Start(t, nil)
+	lb := nginxtest.Start(t, n.Addr).URL()
 
 	// What the browser will do: a handshake with the page's Origin.
 	h := http.Header{"Origin": {lb}}

@@ -10,18 +10,19 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/relay/relay/internal/node/nodetest"
 	"github.com/relay/relay/internal/web"
 )
 
 // The handler alone, and as mounted on a node: no browser needed.
 func TestServesEmbeddedFiles(t *testing.T) {
 	t.Parallel()
-	n := startNode(t, nil)
+	n := nodetest.Start(t, nil)
 	for _, c := range []struct{ path, contentType, contains string }{
 		{"/demo", "text/html; charset=utf-8", `<script src="relay.js"></script>`},
 		{"/relay.js", "text/javascript; charset=utf-8", "class Relay"},
 	} {
-		resp, err := http.Get(n.url() + c.path)
+		resp, err := http.Get(n.URL() + c.path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -36,7 +37,7 @@ func TestServesEmbeddedFiles(t *testing.T) {
 		}
 
 		// Revalidation answers 304 with no body.
-		req, _ := http.NewRequest(http.MethodGet, n.url()+c.path, nil)
+		req, _ := http.NewRequest(http.MethodGet, n.URL()+c.path, nil)
 		req.Header.Set("If-None-Match", resp.Header.Get("ETag"))
 		again, err := http.DefaultClient.Do(req)
 		if err != nil {
