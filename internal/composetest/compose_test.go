@@ -35,8 +35,8 @@ import (
 const apiKey = "compose-test-key"
 
 // TestCompose is one cluster's life, in order: build and up, spread over
-// replicas, scale, a replica killed, a replica stopped, Redis restarted, a
-// restart of every replica, and down.
+// replicas, 3,000 clients through nginx at once, scale, a replica killed, a
+// replica stopped, Redis restarted, a restart of every replica, and down.
 func TestCompose(t *testing.T) {
 	if testing.Short() {
 		t.Skip("composetest: skipped under -short")
@@ -61,6 +61,8 @@ func TestCompose(t *testing.T) {
 	phase := func(name string) { t.Logf("--- %s (at %v)", name, time.Since(testStart).Round(time.Second)) }
 	phase("spread over replicas, chat and notify reach all")
 	cl := c.spread(t) // every client the test keeps connected
+	phase(fmt.Sprintf("%d WebSockets through nginx at once: all connect, stay up, reach every replica", crowdSize))
+	c.crowd(t, cl)
 	phase("scale to 5 without restarting nginx")
 	cl = c.scale(t, cl)
 	phase("docker kill a replica: clients reconnect, counts right within 30 s")
@@ -540,6 +542,7 @@ type compose struct {
 	project  string
 	root     string // repository root
 	env      []string
+	port     int    // nginx's port published on 127.0.0.1
 	base, ws string // http://127.0.0.1:port, ws://127.0.0.1:port/ws
 	http     *http.Client
 	downDone bool
@@ -565,6 +568,7 @@ func newCompose(t *testing.T) *compose {
 		http:    &http.Client{Timeout: 10 * time.Second},
 	}
 	port := freePort(t)
+	c.port = port
 	c.base = fmt.Sprintf("http://127.0.0.1:%d", port)
 	c.ws = fmt.Sprintf("ws://127.0.0.1:%d/ws", port)
 
@@ -578,6 +582,7 @@ func newCompose(t *testing.T) *compose {
 		"RELAY_SHUTDOWN_TIMEOUT=5s",
 		"RELAY_STOP_GRACE_PERIOD=10s",
 		"RELAY_LOG_LEVEL=info",
+		fmt.Sprintf("RELAY_NOFILE=%d", hostOpenFiles()),
 	}, "\n") + "\n"
 	if err := os.WriteFile(envFile, []byte(settings), 0o600); err != nil {
 		t.Fatal(err)
