@@ -22,9 +22,12 @@ type Client struct {
 	user string
 	conn Conn
 
-	mu    sync.Mutex // guards rooms and gone
-	rooms []string   // at most protocol.MaxRooms, so a slice beats a map
-	gone  bool
+	// mu guards rooms, joining and gone. It is taken before the hub's
+	// roomsMu and a room's mu, never after.
+	mu      sync.Mutex
+	rooms   []string // joined or being joined; at most protocol.MaxRooms, so a slice beats a map
+	joining []string // those of rooms whose Join is still making its broker round trips
+	gone    bool
 }
 
 // ID returns the connection's node-unique id.
@@ -91,7 +94,9 @@ func (h *Hub) Unregister(ctx context.Context, c *Client) {
 		return
 	}
 	c.gone = true
-	rooms := slices.Clone(c.rooms)
+	// A room still being joined is left to its Join, which finds c gone
+	// and undoes itself.
+	rooms := slices.DeleteFunc(c.rooms, func(r string) bool { return slices.Contains(c.joining, r) })
 	c.rooms = nil
 	c.mu.Unlock()
 
@@ -148,36 +153,68 @@ func (h *Hub) Join(ctx context.Context, c *Client, room string) error {
 	// Claim the slot before the broker round trip so that two joins racing
 	// on one connection cannot both pass the checks above.
 	c.rooms = append(c.rooms, room)
+	c.joining = append(c.joining, room)
 	c.mu.Unlock()
 
 	if err := h.subs.acquire(ctx, roomTopic(room)); err != nil {
-		c.mu.Lock()
-		c.rooms = slices.DeleteFunc(c.rooms, func(r string) bool { return r == room })
-		c.mu.Unlock()
+		c.forget(room)
 		return unavailable(err)
 	}
 	ch, err := h.countJoin(ctx, room)
 	if err != nil {
-		c.mu.Lock()
-		c.rooms = slices.DeleteFunc(c.rooms, func(r string) bool { return r == room })
-		c.mu.Unlock()
+		c.forget(room)
 		h.releaseTopic(ctx, roomTopic(room))
 		return unavailable(err)
 	}
+	// c may have been unregistered during the round trips. Looking and
+	// adding the member under c.mu means Unregister either ran before (and
+	// skipped this room, being joined: the join is undone here) or runs
+	// after (and finds c a member). addMember only queues, so holding c.mu
+	// across it costs nothing.
+	c.mu.Lock()
+	if c.gone {
+		c.mu.Unlock()
+		h.undoJoin(ctx, room)
+		return nil
+	}
+	c.joining = slices.DeleteFunc(c.joining, func(r string) bool { return r == room })
 	n, announce := h.addMember(c, room, ch, func(online int) protocol.Frame {
 		return h.membershipFrame(protocol.EventJoin, c.user, room, online)
 	})
+	c.mu.Unlock()
 	if announce {
 		h.announce(ctx, c, protocol.EventJoin, room, n)
 	}
 	return nil
 }
 
-// Leave removes c from room; c gets its own leave at once.
+// undoJoin takes back a join that was counted and subscribed for a client
+// unregistered meanwhile. Nobody was told of the join, so nobody is told of
+// the leave, but a big room's next presence event counts both.
+func (h *Hub) undoJoin(ctx context.Context, room string) {
+	ch, err := h.counter.Add(ctx, room, -1)
+	if err != nil {
+		h.log.Warn("leave not counted across the cluster", "room", room, "err", err)
+	} else if ch.Coalesced {
+		h.markPresence(room)
+	}
+	h.releaseTopic(ctx, roomTopic(room))
+}
+
+// forget gives back the slot of a room whose join was refused.
+func (c *Client) forget(room string) {
+	c.mu.Lock()
+	c.rooms = slices.DeleteFunc(c.rooms, func(r string) bool { return r == room })
+	c.joining = slices.DeleteFunc(c.joining, func(r string) bool { return r == room })
+	c.mu.Unlock()
+}
+
+// Leave removes c from room; c gets its own leave at once. A room still
+// being joined is not left: its Join owns it until done.
 func (h *Hub) Leave(ctx context.Context, c *Client, room string) error {
 	c.mu.Lock()
 	i := slices.Index(c.rooms, room)
-	if c.gone || i < 0 {
+	if c.gone || i < 0 || slices.Contains(c.joining, room) {
 		c.mu.Unlock()
 		return &protocol.Error{Code: protocol.ErrNotMember, Text: "not in room " + room}
 	}
@@ -194,10 +231,11 @@ func (h *Hub) Leave(ctx context.Context, c *Client, room string) error {
 	return nil
 }
 
+// inRoom reports whether c has joined room (and is not still joining it).
 func (c *Client) inRoom(room string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return slices.Contains(c.rooms, room)
+	return slices.Contains(c.rooms, room) && !slices.Contains(c.joining, room)
 }
 
 // room is a room's local members. Fan-out holds mu for reading while it

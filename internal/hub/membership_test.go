@@ -206,6 +206,91 @@ func TestRefusedJoinLeavesNothingBehind(t *testing.T) {
 	}
 }
 
+// Fault: Join reserved the room, made its broker round trips, then added the
+// member without looking whether the client had been unregistered meanwhile.
+// The dead client stayed in the room for good: the room's count one too
+// high, every message to the room queued to a closed connection.
+func TestUnregisterDuringJoinLeavesNoDeadMember(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		hold func(f *fixture, g *gate)
+	}{
+		{"while subscribing", func(f *fixture, g *gate) {
+			f.broker.setHooks(func(topic string) error {
+				if topic == "room:r" {
+					g.wait()
+				}
+				return nil
+			}, nil)
+		}},
+		{"while counting", func(f *fixture, g *gate) {
+			f.counter.setOnAdd(func(room string, delta int) error {
+				if room == "r" && delta > 0 {
+					g.wait()
+				}
+				return nil
+			})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, hub.Options{})
+			b, bConn := f.register("bob")
+			a, aConn := f.register("alice")
+			g := newGate(t)
+			tc.hold(f, g)
+			joined := make(chan struct{})
+			go func() {
+				defer close(joined)
+				f.hub.Join(context.Background(), a, "r")
+			}()
+			g.waitArrival(t)
+			// The connection closes mid-join. Unregister may wait for the
+			// join's broker call (the topic's lock), so it runs aside; bob
+			// hearing alice leave the lobby shows it has begun.
+			unregistered := make(chan struct{})
+			go func() {
+				defer close(unregistered)
+				f.hub.Unregister(context.Background(), a)
+			}()
+			checkFor(t, 5*time.Second, time.Millisecond, func() error {
+				for _, m := range memberships(bConn.all()) {
+					if m == (membership{"leave", "alice", "lobby", 1}) {
+						return nil
+					}
+				}
+				return fmt.Errorf("bob saw %+v, not alice leaving the lobby", memberships(bConn.all()))
+			})
+			f.broker.setHooks(nil, nil)
+			f.counter.setOnAdd(nil)
+			g.release()
+			for _, ch := range []chan struct{}{joined, unregistered} {
+				select {
+				case <-ch:
+				case <-time.After(5 * time.Second):
+					t.Fatal("Join or Unregister did not return")
+				}
+			}
+			aConn.take()
+			bConn.take()
+
+			f.join(b, "r")
+			wantMemberships(t, "bob", bConn.take(), membership{"join", "bob", "r", 1})
+			if err := f.chat(b, "r", "anyone?"); err != nil {
+				t.Fatal(err)
+			}
+			if ev := aConn.take(); len(ev) != 0 {
+				t.Fatalf("alice, unregistered, was sent %+v", ev)
+			}
+			f.leave(b, "r")
+			if got := f.broker.subscriptions("room:r"); got != 0 {
+				t.Fatalf("room:r subscribed %d times after the room emptied, want 0", got)
+			}
+		})
+	}
+}
+
 // A frame a connection refuses (it is closing, or too slow) is counted as
 // dropped and does not hold up the others.
 func TestRefusedSendIsCountedDropped(t *testing.T) {
