@@ -28,7 +28,7 @@ func (h *Hub) Chat(ctx context.Context, c *Client, room string, data json.RawMes
 		return &protocol.Error{Code: protocol.ErrBadMessage, Text: "data is not valid JSON"}
 	}
 	if err := h.publish(ctx, roomTopic(room), 0, frame); err != nil {
-		return unavailable(err)
+		return h.unavailable("message not sent: broker unavailable", c, room, err)
 	}
 	return nil
 }

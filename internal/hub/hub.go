@@ -201,6 +201,9 @@ func (h *Hub) mustEncode(v any) protocol.Frame {
 	return f
 }
 
-func unavailable(error) *protocol.Error {
+// unavailable logs a broker or counter failure on c's behalf, with its
+// cause, and returns what c is told: to try again.
+func (h *Hub) unavailable(msg string, c *Client, room string, err error) *protocol.Error {
+	h.log.Warn(msg, "user", c.user, "room", room, "err", err)
 	return &protocol.Error{Code: protocol.ErrUnavailable, Text: "message broker unavailable, try again"}
 }

@@ -158,13 +158,13 @@ func (h *Hub) Join(ctx context.Context, c *Client, room string) error {
 
 	if err := h.subs.acquire(ctx, roomTopic(room)); err != nil {
 		c.forget(room)
-		return unavailable(err)
+		return h.unavailable("join refused: broker unavailable", c, room, err)
 	}
 	ch, err := h.countJoin(ctx, room)
 	if err != nil {
 		c.forget(room)
 		h.releaseTopic(ctx, roomTopic(room))
-		return unavailable(err)
+		return h.unavailable("join refused: broker unavailable", c, room, err)
 	}
 	// c may have been unregistered during the round trips. Looking and
 	// adding the member under c.mu means Unregister either ran before (and

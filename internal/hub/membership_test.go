@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -288,6 +289,35 @@ func TestUnregisterDuringJoinLeavesNoDeadMember(t *testing.T) {
 				t.Fatalf("room:r subscribed %d times after the room emptied, want 0", got)
 			}
 		})
+	}
+}
+
+// Broker failures reach the client as "unavailable" and the log with their
+// cause.
+func TestBrokerFailuresAreLoggedWithTheirCause(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, hub.Options{})
+	a, _ := f.register("alice")
+
+	f.broker.setHooks(func(topic string) error {
+		if topic == "room:r" {
+			return errors.New("subscribe: connection refused")
+		}
+		return nil
+	}, nil)
+	wantCode(t, f.hub.Join(context.Background(), a, "r"), protocol.ErrUnavailable)
+
+	f.broker.setHooks(nil, func(topic string) error { return errors.New("publish: i/o timeout") })
+	wantCode(t, f.chat(a, "lobby", "hi"), protocol.ErrUnavailable)
+
+	log := f.log.String()
+	for _, want := range []string{
+		`level=WARN msg="join refused: broker unavailable" user=alice room=r err="subscribe: connection refused"`,
+		`level=WARN msg="message not sent: broker unavailable" user=alice room=lobby err="publish: i/o timeout"`,
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %s\nlog:\n%s", want, log)
+		}
 	}
 }
 
