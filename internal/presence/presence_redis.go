@@ -2,6 +2,7 @@ package presence
 
 import (
 	"context"
+	_ "embed"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -79,62 +80,35 @@ func NewRedis(o RedisOptions) *Redis {
 	}
 }
 
-// sumLive is shared by the scripts: the room's members over live nodes.
-// KEYS[1] is the nodes set; ARGV[1] the node hash prefix, ARGV[2] the room.
-const sumLive = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local function total()
-  local sum = 0
-  for _, n in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')) do
-    local v = redis.call('HGET', ARGV[1] .. n, ARGV[2])
-    if v then sum = sum + tonumber(v) end
-  end
-  return sum
-end
-`
+// sumLive starts every script: total() is the room's members over live
+// nodes. The scripts are embedded from lua/, one file each.
+//
+//go:embed lua/sum_live.lua
+var sumLive string
 
 // KEYS: nodes, this node's hash, the room's pending hash.
 // ARGV: node prefix, room, node, delta, ttl ms, limit.
-var addScript = redis.NewScript(sumLive + `
-local lost = 0
-if not redis.call('ZSCORE', KEYS[1], ARGV[3]) then lost = 1 end
-local c = redis.call('HINCRBY', KEYS[2], ARGV[2], ARGV[4])
-if c <= 0 then redis.call('HDEL', KEYS[2], ARGV[2]) end
-redis.call('PEXPIRE', KEYS[2], 2 * tonumber(ARGV[5]))
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[5]), ARGV[3])
-local sum = total()
-if sum > tonumber(ARGV[6]) then
-  local field = 'left'
-  if tonumber(ARGV[4]) > 0 then field = 'joined' end
-  redis.call('HINCRBY', KEYS[3], field, 1)
-  redis.call('PEXPIRE', KEYS[3], 60000)
-  return {sum, 1, lost}
-end
-return {sum, 0, lost}
-`)
+//
+//go:embed lua/add.lua
+var addLua string
+
+var addScript = redis.NewScript(sumLive + addLua)
 
 // KEYS: nodes, the room's lock, the room's pending hash.
 // ARGV: node prefix, room, node, interval ms.
-var claimScript = redis.NewScript(sumLive + `
-if not redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[4]) then return {0, 0, 0, 0} end
-local j = tonumber(redis.call('HGET', KEYS[3], 'joined') or '0')
-local l = tonumber(redis.call('HGET', KEYS[3], 'left') or '0')
-redis.call('DEL', KEYS[3])
-return {1, total(), j, l}
-`)
+//
+//go:embed lua/claim.lua
+var claimLua string
+
+var claimScript = redis.NewScript(sumLive + claimLua)
 
 // KEYS: nodes. ARGV: node prefix, room (unused), dead node.
 // Removes the dead node if nobody has yet; returns its rooms and counts.
-var reapScript = redis.NewScript(sumLive + `
-local expiry = redis.call('ZSCORE', KEYS[1], ARGV[3])
-if not expiry or tonumber(expiry) >= now then return {} end
-redis.call('ZREM', KEYS[1], ARGV[3])
-local h = ARGV[1] .. ARGV[3]
-local rooms = redis.call('HGETALL', h)
-redis.call('DEL', h)
-return rooms
-`)
+//
+//go:embed lua/reap.lua
+var reapLua string
+
+var reapScript = redis.NewScript(sumLive + reapLua)
 
 // Add records this node's join (+1) or leave (-1) in room.
 func (r *Redis) Add(ctx context.Context, room string, delta int) (Change, error) {
@@ -314,7 +288,11 @@ func (r *Redis) reap(ctx context.Context) {
 }
 
 // KEYS: nodes. ARGV: node prefix, room.
-var countScript = redis.NewScript(sumLive + `return total()`)
+//
+//go:embed lua/count.lua
+var countLua string
+
+var countScript = redis.NewScript(sumLive + countLua)
 
 func (r *Redis) count(ctx context.Context, room string) (int, error) {
 	n, err := countScript.Run(ctx, r.client, []string{r.nodesKey}, r.nodePrefix, room).Int()

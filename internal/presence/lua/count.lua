@@ -1,0 +1,2 @@
+-- KEYS: nodes. ARGV: node prefix, room.
+return total()
