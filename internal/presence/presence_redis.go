@@ -174,7 +174,23 @@ func (r *Redis) markSync() {
 //
 // While Redis is unreachable it retries every quarter second rather than
 // every TTL/4, so that counts are rewritten as soon as Redis is back.
+//
+// NodeGone callbacks run one at a time in a goroutine of Run's own, so a
+// slow one cannot hold up this node's renewal. On exit Run waits for the
+// callback in progress; reports still waiting are dropped.
 func (r *Redis) Run(ctx context.Context) {
+	lost := make(chan lostRoom, lostQueue)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for l := range lost {
+			if ctx.Err() == nil {
+				r.onGone(l.room, l.s)
+			}
+		}
+	}()
+	defer func() { close(lost); <-done }()
+
 	period := r.ttl / 4
 	retry := min(period, 250*time.Millisecond)
 	t := time.NewTimer(0)
@@ -190,7 +206,7 @@ func (r *Redis) Run(ctx context.Context) {
 		case <-t.C:
 		}
 		if r.renew(ctx) {
-			r.reap(ctx)
+			r.reap(ctx, lost)
 			t.Reset(period)
 		} else {
 			t.Reset(retry)
@@ -256,8 +272,19 @@ func (r *Redis) rewrite(ctx context.Context) bool {
 	return true
 }
 
-// reap removes nodes whose life ran out and reports their rooms.
-func (r *Redis) reap(ctx context.Context) {
+// lostRoom is a room that lost members with a dead node, for NodeGone.
+type lostRoom struct {
+	room string
+	s    Summary
+}
+
+// lostQueue bounds the NodeGone reports waiting for the callback. Past it
+// they are dropped (and logged): the counts are right regardless, only the
+// presence event is missed.
+const lostQueue = 1024
+
+// reap removes nodes whose life ran out and queues their rooms on lost.
+func (r *Redis) reap(ctx context.Context, lost chan<- lostRoom) {
 	ctx, cancel := context.WithTimeout(ctx, r.ttl/4)
 	defer cancel()
 	now, err := r.client.Time(ctx).Result()
@@ -282,7 +309,11 @@ func (r *Redis) reap(ctx context.Context) {
 			if err != nil || left <= 0 {
 				continue
 			}
-			r.onGone(room, Summary{Online: online, Left: left})
+			select {
+			case lost <- lostRoom{room, Summary{Online: online, Left: left}}:
+			default:
+				r.log.Warn("presence loss not reported: too many waiting", "node", node, "room", room)
+			}
 		}
 	}
 }

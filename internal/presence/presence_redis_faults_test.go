@@ -1,0 +1,55 @@
+package presence
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+)
+
+// Fault: reap called NodeGone synchronously, inside the renewal loop. A dead
+// node with many rooms and a slow callback (the hub publishes, up to 5s a
+// room) held the loop past this node's own TTL, and it dropped out of the
+// counts too.
+func TestRedisSlowNodeGoneDoesNotStopRenewal(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	const ttl = time.Second
+	arrived := make(chan string, 16)
+	release := make(chan struct{})
+	opts := RedisOptions{Limit: 100, Interval: time.Second, TTL: ttl, NodeGone: func(room string, _ Summary) {
+		arrived <- room
+		<-release // a callback that never finishes while the test looks
+	}}
+	a := c.node("a", opts)
+	x := c.node("x", opts)
+	run(t, a)
+	t.Cleanup(func() { close(release) }) // runs before run's stop: Cleanups are LIFO
+
+	mustAdd(t, a, "r", +1, Change{Online: 1})
+	for i := range 3 {
+		mustAdd(t, x, fmt.Sprintf("x%d", i), +1, Change{Online: 1})
+	}
+	// x never renews: a reaps it after its TTL and reports its rooms.
+	select {
+	case <-arrived:
+	case <-time.After(5 * ttl):
+		t.Fatal("NodeGone not called for the dead node")
+	}
+	ctx := context.Background()
+	score := func() float64 {
+		s, err := a.client.ZScore(ctx, a.nodesKey, "a").Result()
+		if err != nil {
+			t.Fatalf("a's expiry: %v", err)
+		}
+		return s
+	}
+	before := score()
+	eventually(t, 2*ttl, func() string {
+		if score() <= before {
+			return "a did not renew while a NodeGone callback was running"
+		}
+		return ""
+	})
+	eventually(t, time.Second, countIs(a, "r", 1))
+}
