@@ -32,7 +32,7 @@ type Redis struct {
 	nodesKey, nodeKey, nodePrefix, pendingPrefix, lockPrefix string
 
 	// resync is held for writing while this node's hash is rewritten from
-	// local, so that no Add lands in between.
+	// local, so that no Add lands in between; Adds hold it for reading.
 	resync   sync.RWMutex
 	localMu  sync.Mutex
 	local    map[string]int // this node's members per room
@@ -244,8 +244,15 @@ func (r *Redis) renew(ctx context.Context) bool {
 	return true
 }
 
+// rewrite replaces this node's hash with its local counts. It needs no Add
+// in flight, and does not wait for one in line (sync.RWMutex.Lock would
+// hold every new Add behind it): it tries for the lock until ctx ends, and
+// a rewrite that does not get it is retried at the next renew.
 func (r *Redis) rewrite(ctx context.Context) bool {
-	r.resync.Lock()
+	if !r.lockResync(ctx) {
+		r.log.Warn("presence resync postponed: counts still being added")
+		return false
+	}
 	defer r.resync.Unlock()
 	r.localMu.Lock()
 	fields := make([]any, 0, 2*len(r.local))
@@ -282,6 +289,26 @@ type lostRoom struct {
 // they are dropped (and logged): the counts are right regardless, only the
 // presence event is missed.
 const lostQueue = 1024
+
+// lockResync takes resync for writing, trying every few milliseconds until
+// ctx ends.
+func (r *Redis) lockResync(ctx context.Context) bool {
+	if r.resync.TryLock() {
+		return true
+	}
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			if r.resync.TryLock() {
+				return true
+			}
+		}
+	}
+}
 
 // reap removes nodes whose life ran out and queues their rooms on lost.
 func (r *Redis) reap(ctx context.Context, lost chan<- lostRoom) {

@@ -53,3 +53,60 @@ func TestRedisSlowNodeGoneDoesNotStopRenewal(t *testing.T) {
 	})
 	eventually(t, time.Second, countIs(a, "r", 1))
 }
+
+// Fault: rewrite took the resync lock with no timeout. It waits for the Adds
+// in flight, and while it waits every new Add (a join) queues behind it: one
+// slow Add held up every join on the node, for as long as it took.
+func TestRedisRewriteDoesNotHoldUpJoins(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	const ttl = 2 * time.Second
+	a := c.node("a", RedisOptions{Limit: 100, Interval: time.Second, TTL: ttl})
+	ctx := context.Background()
+	if !a.renew(ctx) {
+		t.Fatal("first renew failed")
+	}
+	a.markSync() // as after a failed Add: the next renew rewrites
+
+	a.resync.RLock() // an Add stuck in its round trip
+	stuck := true
+	unstick := func() {
+		if stuck {
+			stuck = false
+			a.resync.RUnlock()
+		}
+	}
+	defer unstick()
+	renewed := make(chan bool, 1)
+	go func() { renewed <- a.renew(ctx) }()
+	time.Sleep(50 * time.Millisecond) // let renew reach rewrite (ordering, not an assertion)
+
+	added := make(chan error, 1)
+	go func() {
+		_, err := a.Add(ctx, "r", +1)
+		added <- err
+	}()
+	select {
+	case err := <-added:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("a join waited behind the rewrite")
+	}
+	select {
+	case ok := <-renewed:
+		if ok {
+			t.Fatal("renew rewrote the counts while an Add was in flight")
+		}
+	case <-time.After(ttl):
+		t.Fatal("rewrite still waiting for the Add in flight after the renew's time was up")
+	}
+	unstick()
+	if !a.renew(ctx) {
+		t.Fatal("renew after the Add finished failed")
+	}
+	if got := count(t, a, "r"); got != 1 {
+		t.Fatalf("r = %d, want 1", got)
+	}
+}
