@@ -152,9 +152,6 @@ func NewAPIKey(key string) APIKey {
 	return APIKey{sum: sha256.Sum256([]byte(key)), enabled: true}
 }
 
-// Enabled reports whether a key is configured.
-func (k APIKey) Enabled() bool { return k.enabled }
-
 // Check reports whether r may use the API: always when no key is configured,
 // otherwise only with "Authorization: Bearer <key>". The query string is not
 // accepted, since it tends to end up in access logs.

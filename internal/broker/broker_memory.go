@@ -19,7 +19,8 @@ type Memory struct {
 
 var _ Broker = (*Memory)(nil)
 
-// bus is shared by the Memory brokers of one process (see Peer). A topic
+// bus is shared by the Memory brokers of one process (see Peer in
+// export_test.go). A topic
 // has one subscriber per node, and usually one node: a slice is far smaller
 // than a map, which matters with a topic per connected user.
 type bus struct {
@@ -35,12 +36,6 @@ type memSub struct {
 // NewMemory returns an in-process broker.
 func NewMemory() *Memory {
 	return &Memory{bus: &bus{subs: make(map[string][]memSub)}}
-}
-
-// Peer returns another broker on the same in-process bus, as if it were a
-// second node. It lets tests run several hubs in one process.
-func (m *Memory) Peer() *Memory {
-	return &Memory{bus: m.bus}
 }
 
 func (m *Memory) isClosed() bool {

@@ -24,18 +24,6 @@ const (
 // Frame once and the same bytes go to every receiver, on every node.
 type Frame []byte
 
-// Payload returns the JSON inside the frame.
-func (f Frame) Payload() []byte {
-	switch n := f[1] & 0x7f; n {
-	case 126:
-		return f[4:]
-	case 127:
-		return f[10:]
-	default:
-		return f[2:]
-	}
-}
-
 // Welcome is the first frame on every connection.
 type Welcome struct {
 	Type   string `json:"type"`
@@ -132,13 +120,6 @@ func mustEncode(v any) Frame {
 		panic("protocol: encoding a fixed server frame: " + err.Error())
 	}
 	return f
-}
-
-// TextFrame wraps an already-encoded JSON payload in a WebSocket text frame.
-func TextFrame(payload []byte) Frame {
-	b := make([]byte, maxHeader+len(payload))
-	copy(b[maxHeader:], payload)
-	return frameInPlace(b)
 }
 
 // frameInPlace writes the header into the maxHeader bytes reserved at the

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/relay/relay/internal/protocol"
 )
 
 // pingFrame is an empty WebSocket ping; clients answer with a pong, which
@@ -98,18 +100,6 @@ func (c *Conn) Abort() {
 	c.abortLocked()
 }
 
-// Queued returns the bytes waiting to be written: at most QueueBytes of
-// data, plus any control frames (pings, pongs, the close), which are never
-// refused.
-func (c *Conn) Queued() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		return 0
-	}
-	return c.queued
-}
-
 func (c *Conn) sendControl(frame []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -129,7 +119,7 @@ func (c *Conn) closeSlowLocked() {
 	}
 	clear(c.queue)
 	c.queue = c.queue[:0]
-	c.queueCloseLocked(1008, "too slow")
+	c.queueCloseLocked(protocol.CloseTooSlow.Status, protocol.CloseTooSlow.Reason)
 	c.closeReq = true
 	c.armForceCloseLocked(slowCloseGrace)
 	c.pool.opts.Observer.SlowClosed()

@@ -3,6 +3,7 @@ package wsconn_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/http"
@@ -16,7 +17,6 @@ import (
 	"github.com/coder/websocket"
 	"go.uber.org/goleak"
 
-	"github.com/relay/relay/internal/protocol"
 	"github.com/relay/relay/internal/wsconn"
 )
 
@@ -165,6 +165,21 @@ func waitDone(t *testing.T, sc serverConn, d time.Duration, what string) {
 	}
 }
 
+// textFrame wraps payload in an unmasked WebSocket text frame, as relay's
+// own frames are (protocol.Encode does it for JSON values).
+func textFrame(payload []byte) []byte {
+	var h []byte
+	switch n := len(payload); {
+	case n < 126:
+		h = []byte{0x81, byte(n)}
+	case n <= 0xffff:
+		h = binary.BigEndian.AppendUint16([]byte{0x81, 126}, uint16(n))
+	default:
+		h = binary.BigEndian.AppendUint64([]byte{0x81, 127}, uint64(n))
+	}
+	return append(h, payload...)
+}
+
 func payload(i int) []byte { return []byte(fmt.Sprintf(`{"n":%d}`, i)) }
 
 // readN reads n text messages and checks they are payload(first..first+n-1).
@@ -253,7 +268,7 @@ func TestSendDeliversInOrder(t *testing.T) {
 	sendErr := make(chan error, 1)
 	go func() {
 		for i := range n {
-			if !sc.Send(protocol.TextFrame(payload(i))) {
+			if !sc.Send(textFrame(payload(i))) {
 				sendErr <- fmt.Errorf("Send %d returned false", i)
 				return
 			}
@@ -277,7 +292,7 @@ func TestBatchesFramesQueuedTogether(t *testing.T) {
 	// Queue every frame before the client reads anything.
 	const n = 200
 	for i := range n {
-		if !sc.Send(protocol.TextFrame(payload(i))) {
+		if !sc.Send(textFrame(payload(i))) {
 			t.Fatalf("Send %d returned false", i)
 		}
 	}
@@ -303,14 +318,14 @@ func TestCloseWithSendsQueuedFramesThenClose(t *testing.T) {
 
 	const n = 50
 	for i := range n {
-		if !sc.Send(protocol.TextFrame(payload(i))) {
+		if !sc.Send(textFrame(payload(i))) {
 			t.Fatalf("Send %d returned false", i)
 		}
 	}
 	const grace = 10 * time.Second // far longer than the handshake takes
 	start := time.Now()
 	sc.CloseWith(1012, "service restart", grace)
-	if sc.Send(protocol.TextFrame(payload(n))) {
+	if sc.Send(textFrame(payload(n))) {
 		t.Error("Send after CloseWith returned true")
 	}
 	sc.CloseWith(1000, "again", grace) // no-op
@@ -336,7 +351,7 @@ func TestCloseWithSendsQueuedFramesThenClose(t *testing.T) {
 	if d := time.Since(start); d >= grace {
 		t.Errorf("socket closed after %v: the handshake did not end it before the grace period", d)
 	}
-	if sc.Send(protocol.TextFrame(payload(0))) {
+	if sc.Send(textFrame(payload(0))) {
 		t.Error("Send after close returned true")
 	}
 }
@@ -346,7 +361,7 @@ func TestCloseWithGraceCutsClientThatDoesNotAnswer(t *testing.T) {
 	ws, sc := f.connect(t) // never reads until the socket is cut
 
 	for i := range 3 {
-		if !sc.Send(protocol.TextFrame(payload(i))) {
+		if !sc.Send(textFrame(payload(i))) {
 			t.Fatalf("Send %d returned false", i)
 		}
 	}
@@ -378,7 +393,7 @@ func TestClientInitiatedClose(t *testing.T) {
 		t.Fatalf("client close handshake: %v", err)
 	}
 	waitDone(t, sc, 5*time.Second, "after client close")
-	if sc.Send(protocol.TextFrame(payload(0))) {
+	if sc.Send(textFrame(payload(0))) {
 		t.Error("Send after the client closed returned true")
 	}
 }
@@ -403,7 +418,7 @@ func TestSlowClientIsClosed(t *testing.T) {
 				return
 			case <-tick.C:
 			}
-			if !healthy.Send(protocol.TextFrame(payload(i))) {
+			if !healthy.Send(textFrame(payload(i))) {
 				return // caught below: sent stops short of received
 			}
 			sent.Add(1)
@@ -413,7 +428,7 @@ func TestSlowClientIsClosed(t *testing.T) {
 	t.Cleanup(stopSender)
 
 	_, slow := f.connect(t) // never reads
-	big := protocol.TextFrame(bytes.Repeat([]byte("x"), 32<<10))
+	big := textFrame(bytes.Repeat([]byte("x"), 32<<10))
 	checkBound := func() {
 		t.Helper()
 		if q := slow.Queued(); q > queueBytes {
@@ -449,7 +464,7 @@ func TestSlowClientIsClosed(t *testing.T) {
 	if got := f.obs.slow.Load(); got != 1 {
 		t.Fatalf("SlowClosed called %d times, want 1", got)
 	}
-	if slow.Send(protocol.TextFrame(payload(0))) {
+	if slow.Send(textFrame(payload(0))) {
 		t.Error("Send after the slow close returned true")
 	}
 	for !slow.isDone() {
@@ -583,10 +598,10 @@ func TestAbortClosesAtOnce(t *testing.T) {
 	r := startReader(t, ws)
 
 	for i := range 10 {
-		sc.Send(protocol.TextFrame(payload(i)))
+		sc.Send(textFrame(payload(i)))
 	}
 	sc.Abort()
-	if sc.Send(protocol.TextFrame(payload(10))) {
+	if sc.Send(textFrame(payload(10))) {
 		t.Error("Send after Abort returned true")
 	}
 	sc.Abort()                                  // idempotent
@@ -611,7 +626,7 @@ func TestClientPingGetsPong(t *testing.T) {
 	go func() {
 		defer close(sendDone)
 		for i := range n {
-			if !sc.Send(protocol.TextFrame(payload(i))) {
+			if !sc.Send(textFrame(payload(i))) {
 				return
 			}
 			if i%50 == 0 {
@@ -657,7 +672,7 @@ func TestPoolClose(t *testing.T) {
 	stuckWS, stuck := f.connect(t)
 	clients = append(clients, stuckWS)
 	conns = append(conns, stuck)
-	big := protocol.TextFrame(bytes.Repeat([]byte("x"), 1<<20))
+	big := textFrame(bytes.Repeat([]byte("x"), 1<<20))
 	for range 128 {
 		if !stuck.Send(big) {
 			t.Fatal("Send to the stuck client returned false")
@@ -677,7 +692,7 @@ func TestPoolClose(t *testing.T) {
 	}
 	for i, sc := range conns {
 		waitDone(t, sc, 2*time.Second, fmt.Sprintf("conn %d after Pool.Close", i))
-		if sc.Send(protocol.TextFrame(payload(0))) {
+		if sc.Send(textFrame(payload(0))) {
 			t.Errorf("conn %d: Send after Pool.Close returned true", i)
 		}
 	}

@@ -1,0 +1,6 @@
+package auth
+
+// Test-only API.
+
+// Enabled reports whether a key is configured.
+func (k APIKey) Enabled() bool { return k.enabled }
