@@ -380,21 +380,4 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// checkFor calls f every interval until it returns nil, and fails the test
-// with f's last error if total passes first (nats-server's checkFor).
-func checkFor(t *testing.T, total, interval time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %v", total, err)
-		}
-		time.Sleep(interval)
-	}
-}
-
 var errBroker = errors.New("broker down (test)")

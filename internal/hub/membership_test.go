@@ -12,6 +12,7 @@ import (
 
 	"github.com/relay/relay/internal/hub"
 	"github.com/relay/relay/internal/protocol"
+	"github.com/relay/relay/internal/testkit"
 )
 
 func wantCode(t *testing.T, err error, code protocol.ErrorCode) {
@@ -255,7 +256,7 @@ func TestUnregisterDuringJoinLeavesNoDeadMember(t *testing.T) {
 				defer close(unregistered)
 				f.hub.Unregister(context.Background(), a)
 			}()
-			checkFor(t, 5*time.Second, time.Millisecond, func() error {
+			testkit.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
 				for _, m := range memberships(bConn.all()) {
 					if m == (membership{"leave", "alice", "lobby", 1}) {
 						return nil

@@ -7,6 +7,7 @@ import (
 
 	"github.com/relay/relay/internal/hub"
 	"github.com/relay/relay/internal/presence"
+	"github.com/relay/relay/internal/testkit"
 )
 
 // In a room over the presence limit nobody hears of joins and leaves one by
@@ -57,7 +58,7 @@ func TestBigRoomPresenceIsBatched(t *testing.T) {
 func waitPresence(t *testing.T, conns map[string]*testConn, want event) {
 	t.Helper()
 	for name, conn := range conns {
-		checkFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		testkit.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
 			if p := presenceEvents(conn.all(), want.Room); len(p) == 0 {
 				return fmt.Errorf("%s got no presence event", name)
 			}

@@ -2,9 +2,12 @@ package presence
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/relay/relay/internal/testkit"
 )
 
 // Fault: reap called NodeGone synchronously, inside the renewal loop. A dead
@@ -45,13 +48,13 @@ func TestRedisSlowNodeGoneDoesNotStopRenewal(t *testing.T) {
 		return s
 	}
 	before := score()
-	eventually(t, 2*ttl, func() string {
+	testkit.CheckFor(t, 2*ttl, 20*time.Millisecond, func() error {
 		if score() <= before {
-			return "a did not renew while a NodeGone callback was running"
+			return errors.New("a did not renew while a NodeGone callback was running")
 		}
-		return ""
+		return nil
 	})
-	eventually(t, time.Second, countIs(a, "r", 1))
+	testkit.CheckFor(t, time.Second, 20*time.Millisecond, countIs(a, "r", 1))
 }
 
 // Fault: rewrite took the resync lock with no timeout. It waits for the Adds

@@ -2,6 +2,7 @@ package presence
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/relay/relay/internal/redistest"
+	"github.com/relay/relay/internal/testkit"
 )
 
 // cluster is a set of simulated nodes sharing one Redis and one prefix.
@@ -67,33 +69,16 @@ func count(t *testing.T, r *Redis, room string) int {
 	return n
 }
 
-// eventually polls cond until it returns "" or the deadline passes, then
-// fails with cond's last complaint.
-func eventually(t *testing.T, within time.Duration, cond func() string) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		msg := cond()
-		if msg == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", within, msg)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func countIs(r *Redis, room string, want int) func() string {
-	return func() string {
+func countIs(r *Redis, room string, want int) func() error {
+	return func() error {
 		n, err := r.count(context.Background(), room)
 		if err != nil {
-			return fmt.Sprintf("count(%q): %v", room, err)
+			return fmt.Errorf("count(%q): %v", room, err)
 		}
 		if n != want {
-			return fmt.Sprintf("count(%q) = %d, want %d", room, n, want)
+			return fmt.Errorf("count(%q) = %d, want %d", room, n, want)
 		}
-		return ""
+		return nil
 	}
 }
 
@@ -259,17 +244,17 @@ func TestRedisClaim(t *testing.T) {
 	mustClaim(t, b, "r", Summary{}, false)
 
 	// After the interval, the next claim wins with what came since.
-	eventually(t, 5*interval, func() string {
+	testkit.CheckFor(t, 5*interval, 20*time.Millisecond, func() error {
 		s, ok, err := b.Claim(context.Background(), "r")
 		switch {
 		case err != nil:
-			return err.Error()
+			return err
 		case !ok:
-			return "claim still locked"
+			return errors.New("claim still locked")
 		case s != (Summary{Online: 3, Joined: 1}):
 			t.Fatalf("second claim = %+v, want {Online:3 Joined:1}", s)
 		}
-		return ""
+		return nil
 	})
 	// The claim locks the room even when nothing was pending.
 	mustClaim(t, a, "r", Summary{}, false)
@@ -300,7 +285,7 @@ func TestRedisDeadNodeDropsOut(t *testing.T) {
 		t.Fatalf("count before x dies = %d, want 4", got)
 	}
 
-	eventually(t, ttl+time.Second, countIs(a, "r1", 2))
+	testkit.CheckFor(t, ttl+time.Second, 20*time.Millisecond, countIs(a, "r1", 2))
 	if since := time.Since(died); since < ttl-100*time.Millisecond {
 		t.Errorf("x dropped out after %v, before its TTL %v", since, ttl)
 	}
@@ -308,11 +293,11 @@ func TestRedisDeadNodeDropsOut(t *testing.T) {
 		t.Fatalf("r2 = %d after x died, want 0", got)
 	}
 
-	eventually(t, 2*ttl, func() string {
+	testkit.CheckFor(t, 2*ttl, 20*time.Millisecond, func() error {
 		if ev := gone.snapshot(); len(ev) < 2 {
-			return fmt.Sprintf("NodeGone calls: %+v, want r1 and r2", ev)
+			return fmt.Errorf("NodeGone calls: %+v, want r1 and r2", ev)
 		}
-		return ""
+		return nil
 	})
 	// Let the reapers tick a few more times: nobody reports x again.
 	time.Sleep(3 * ttl / 4)
@@ -389,8 +374,8 @@ func TestRedisRestartRewritesCounts(t *testing.T) {
 		t.Logf("count right after restart = %d (a renew already ran)", got)
 	}
 
-	eventually(t, 3*time.Second, countIs(a, "r", 4))
-	eventually(t, time.Second, countIs(a, "s", 1))
+	testkit.CheckFor(t, 3*time.Second, 20*time.Millisecond, countIs(a, "r", 4))
+	testkit.CheckFor(t, time.Second, 20*time.Millisecond, countIs(a, "s", 1))
 	mustAdd(t, a, "r", +1, Change{Online: 5})
 	mustAdd(t, b, "r", -1, Change{Online: 4})
 	mustAdd(t, b, "s", -1, Change{Online: 0})
@@ -458,7 +443,7 @@ func TestRedisAddDuringOutage(t *testing.T) {
 
 	// a: 2 members (the join that failed was refused, so it is not
 	// counted), b: 0 (its leave happened although Redis was down).
-	eventually(t, 3*time.Second, countIs(b, "r", 2))
+	testkit.CheckFor(t, 3*time.Second, 20*time.Millisecond, countIs(b, "r", 2))
 	mustAdd(t, b, "r", +1, Change{Online: 3})
 	mustAdd(t, a, "r", -1, Change{Online: 2})
 }
