@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"time"
 )
 
 // Memory is the in-process broker: the default when no Redis is configured,
@@ -11,7 +12,8 @@ import (
 // publisher's goroutine, so per-publisher order is kept trivially and a
 // message is accepted exactly when it has been handed to every subscriber.
 type Memory struct {
-	bus *bus
+	bus  *bus
+	root bool // created the bus, and stops its history sweeper
 
 	mu     sync.Mutex
 	closed bool
@@ -24,8 +26,9 @@ var _ Broker = (*Memory)(nil)
 // has one subscriber per node, and usually one node: a slice is far smaller
 // than a map, which matters with a topic per connected user.
 type bus struct {
-	mu   sync.RWMutex
-	subs map[string][]memSub
+	mu      sync.RWMutex
+	subs    map[string][]memSub
+	history *memHistory
 }
 
 type memSub struct {
@@ -33,9 +36,27 @@ type memSub struct {
 	h    Handler
 }
 
+// MemoryOption configures NewMemory.
+type MemoryOption func(*memoryOptions)
+
+type memoryOptions struct{ history HistoryOptions }
+
+// WithHistory keeps each stream's recent messages; without it, streams
+// only number their messages.
+func WithHistory(h HistoryOptions) MemoryOption {
+	return func(o *memoryOptions) { o.history = h }
+}
+
 // NewMemory returns an in-process broker.
-func NewMemory() *Memory {
-	return &Memory{bus: &bus{subs: make(map[string][]memSub)}}
+func NewMemory(opts ...MemoryOption) *Memory {
+	var o memoryOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return &Memory{
+		bus:  &bus{subs: make(map[string][]memSub), history: newMemHistory(o.history)},
+		root: true,
+	}
 }
 
 func (m *Memory) isClosed() bool {
@@ -52,14 +73,54 @@ func (m *Memory) Publish(ctx context.Context, topic string, payload []byte) erro
 	if m.isClosed() {
 		return ErrClosed
 	}
-	// Handlers run under the read lock: they only enqueue, and must not
-	// call back into the broker (see Handler).
-	m.bus.mu.RLock()
-	defer m.bus.mu.RUnlock()
-	for _, sub := range m.bus.subs[topic] {
-		sub.h(topic, payload)
-	}
+	m.bus.deliver(topic, Message{Payload: payload})
 	return nil
+}
+
+// PublishStream numbers msg in topic's stream, keeps it in the history and
+// hands it to every subscriber before returning. The stream's lock is held
+// from numbering to delivery, so every subscriber sees the stream in order.
+func (m *Memory) PublishStream(ctx context.Context, topic string, msg []byte) (Position, error) {
+	if err := ctx.Err(); err != nil {
+		return Position{}, err
+	}
+	if m.isClosed() {
+		return Position{}, ErrClosed
+	}
+	prefix, err := seqPrefix(msg)
+	if err != nil {
+		return Position{}, err
+	}
+	h := m.bus.history
+	s := h.stream(topic)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.seq++
+	data := withSeq(prefix, s.seq)
+	h.appendLocked(s, s.seq, data, time.Now())
+	m.bus.deliver(topic, Message{Payload: data, Epoch: h.epoch, Seq: s.seq})
+	return Position{Epoch: h.epoch, Seq: s.seq}, nil
+}
+
+// History reads topic's stream.
+func (m *Memory) History(ctx context.Context, topic string, q HistoryQuery) (History, error) {
+	if err := ctx.Err(); err != nil {
+		return History{}, err
+	}
+	if m.isClosed() {
+		return History{}, ErrClosed
+	}
+	return m.bus.history.read(topic, q), nil
+}
+
+// deliver runs the handlers under the read lock: they only enqueue, and
+// must not call back into the broker (see Handler).
+func (b *bus) deliver(topic string, msg Message) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	for _, sub := range b.subs[topic] {
+		sub.h(topic, msg)
+	}
 }
 
 // Subscribe sets this node's handler for topic.
@@ -127,9 +188,12 @@ func (m *Memory) Close() error {
 	m.mu.Unlock()
 
 	m.bus.mu.Lock()
-	defer m.bus.mu.Unlock()
 	for topic := range m.bus.subs {
 		m.bus.unsubscribeLocked(m, topic)
+	}
+	m.bus.mu.Unlock()
+	if m.root {
+		m.bus.history.close()
 	}
 	return nil
 }

@@ -20,12 +20,16 @@ import (
 //
 // Redis PUB/SUB delivers at most once: a message published while a node is
 // disconnected from Redis is not replayed to it. The node resubscribes to
-// everything it needs when Redis returns.
+// everything it needs when Redis returns, and every handler then gets a
+// Resubscribed notice, so that it can read what it missed from History.
 type Redis struct {
-	client *redis.Client
-	pubsub *redis.PubSub
-	prefix string
-	log    *slog.Logger
+	client  *redis.Client
+	prefix  string
+	history HistoryOptions
+	log     *slog.Logger
+
+	psMu   sync.Mutex
+	pubsub *redis.PubSub // replaced when the subscription connection goes silent
 
 	mu       sync.Mutex
 	handlers map[string]Handler         // by full channel name
@@ -41,9 +45,10 @@ var _ Broker = (*Redis)(nil)
 
 // RedisOptions configure NewRedis.
 type RedisOptions struct {
-	URL    string // redis:// or rediss://, with password and db if any
-	Prefix string // of every channel; "relay:" by default
-	Logger *slog.Logger
+	URL     string // redis:// or rediss://, with password and db if any
+	Prefix  string // of every channel and key; "relay:" by default
+	History HistoryOptions
+	Logger  *slog.Logger
 }
 
 // NewRedis connects to Redis lazily: a node started before Redis is
@@ -73,6 +78,7 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 		client:   client,
 		pubsub:   client.Subscribe(ctx), // no channels yet: connects on first use
 		prefix:   opts.Prefix,
+		history:  opts.History,
 		log:      opts.Logger,
 		handlers: make(map[string]Handler),
 		waiting:  make(map[string][]chan struct{}),
@@ -89,22 +95,39 @@ func (r *Redis) Client() *redis.Client { return r.client }
 
 // Publish sends payload to every node subscribed to topic.
 func (r *Redis) Publish(ctx context.Context, topic string, payload []byte) error {
+	if err := r.usable(ctx); err != nil {
+		return err
+	}
+	msg := make([]byte, 0, 1+len(payload))
+	msg = append(append(msg, 'p'), payload...)
+	if err := r.client.Publish(ctx, r.channel(topic), msg).Err(); err != nil {
+		return fmt.Errorf("redis publish: %w", err)
+	}
+	return nil
+}
+
+// usable says why a message cannot be published now, if it cannot.
+func (r *Redis) usable(ctx context.Context) error {
 	if r.closed.Load() {
 		return ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	// While this node's subscriptions are down (Redis just came back and
 	// they are being restored), a message it publishes would not reach its
 	// own clients: refuse it rather than lose it silently.
-	if err := ctx.Err(); err != nil {
-		return err
-	}
 	if !r.awaitHealthy(ctx) {
 		return errors.New("redis publish: this node's subscription connection is down")
 	}
-	if err := r.client.Publish(ctx, r.prefix+topic, payload).Err(); err != nil {
-		return fmt.Errorf("redis publish: %w", err)
-	}
 	return nil
+}
+
+// ps is the current subscription connection.
+func (r *Redis) ps() *redis.PubSub {
+	r.psMu.Lock()
+	defer r.psMu.Unlock()
+	return r.pubsub
 }
 
 // Subscribe sets the handler for topic and returns once Redis has confirmed
@@ -118,14 +141,14 @@ func (r *Redis) Subscribe(ctx context.Context, topic string, h Handler) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	ch := r.prefix + topic
+	ch := r.channel(topic)
 	confirmed := make(chan struct{})
 	r.mu.Lock()
 	r.handlers[ch] = h
 	r.waiting[ch] = append(r.waiting[ch], confirmed)
 	r.mu.Unlock()
 
-	err := r.pubsub.Subscribe(ctx, ch)
+	err := r.ps().Subscribe(ctx, ch)
 	if err == nil {
 		select {
 		case <-confirmed:
@@ -140,7 +163,7 @@ func (r *Redis) Subscribe(ctx context.Context, topic string, h Handler) error {
 	r.mu.Lock()
 	delete(r.handlers, ch)
 	r.mu.Unlock()
-	_ = r.pubsub.Unsubscribe(context.WithoutCancel(ctx), ch)
+	_ = r.ps().Unsubscribe(context.WithoutCancel(ctx), ch)
 	return fmt.Errorf("redis subscribe %s: %w", ch, err)
 }
 
@@ -167,11 +190,11 @@ func (r *Redis) Unsubscribe(ctx context.Context, topic string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	ch := r.prefix + topic
+	ch := r.channel(topic)
 	r.mu.Lock()
 	delete(r.handlers, ch)
 	r.mu.Unlock()
-	if err := r.pubsub.Unsubscribe(ctx, ch); err != nil {
+	if err := r.ps().Unsubscribe(ctx, ch); err != nil {
 		return fmt.Errorf("redis unsubscribe %s: %w", ch, err)
 	}
 	return nil
@@ -198,7 +221,7 @@ func (r *Redis) awaitHealthy(ctx context.Context) bool {
 	if r.healthy.Load() {
 		return true
 	}
-	_ = r.pubsub.Ping(ctx)
+	_ = r.ps().Ping(ctx)
 	wait, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer cancel()
 	for !r.healthy.Load() {
@@ -217,7 +240,7 @@ func (r *Redis) Close() error {
 		return nil
 	}
 	r.stop()
-	err := r.pubsub.Close()
+	err := r.ps().Close() // ends the receive loop's wait
 	<-r.done
 	if cerr := r.client.Close(); err == nil {
 		err = cerr
@@ -229,27 +252,42 @@ func (r *Redis) Close() error {
 }
 
 // healthCheck is how long the receive loop waits before pinging Redis to
-// find out whether a quiet subscription connection is still alive.
-const healthCheck = 3 * time.Second
+// find out whether a quiet subscription connection is still alive; one that
+// has said nothing, not even a pong, for silentAfter is taken for dead (a
+// peer gone without a FIN, a blackholed link) and replaced.
+const (
+	healthCheck = 3 * time.Second
+	silentAfter = 2 * healthCheck
+)
 
 // receive is the broker's one delivery goroutine: it hands each message to
 // its topic's handler, in the order Redis sent them, and reconnects (which
-// resubscribes every channel) after an error.
+// resubscribes every channel) after an error or a silence.
 func (r *Redis) receive(ctx context.Context) {
 	defer close(r.done)
-	_ = r.pubsub.Ping(ctx) // connect now, and report healthy when it answers
+	ps := r.ps()
+	_ = ps.Ping(ctx) // connect now, and report healthy when it answers
+	heard := time.Now()
 	backoff := 50 * time.Millisecond
 	for {
-		msg, err := r.pubsub.ReceiveTimeout(ctx, healthCheck)
+		msg, err := ps.ReceiveTimeout(ctx, healthCheck)
 		if ctx.Err() != nil {
 			return
 		}
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				// Quiet, not necessarily dead: a ping's answer (or its
-				// failure) comes back through Receive.
-				_ = r.pubsub.Ping(ctx)
+				if time.Since(heard) < silentAfter {
+					// Quiet, not necessarily dead: a ping's answer (or
+					// its failure) comes back through Receive.
+					_ = ps.Ping(ctx)
+					continue
+				}
+				if r.healthy.Swap(false) {
+					r.log.Warn("redis subscription silent; reconnecting", "silent", time.Since(heard).Round(time.Second))
+				}
+				ps = r.renewPubSub(ctx)
+				heard = time.Now()
 				continue
 			}
 			if r.healthy.Swap(false) {
@@ -263,29 +301,88 @@ func (r *Redis) receive(ctx context.Context) {
 			backoff = min(2*backoff, time.Second)
 			continue
 		}
+		heard = time.Now()
 		backoff = 50 * time.Millisecond
 		if !r.healthy.Swap(true) {
 			r.log.Info("redis subscription up")
 		}
 		switch m := msg.(type) {
 		case *redis.Message:
-			r.mu.Lock()
-			h := r.handlers[m.Channel]
-			r.mu.Unlock()
-			if h != nil {
-				// The payload is never modified (see Handler), so the
-				// string's bytes are handed over without a copy.
-				h(m.Channel[len(r.prefix):], unsafe.Slice(unsafe.StringData(m.Payload), len(m.Payload)))
-			}
+			r.dispatch(m)
 		case *redis.Subscription:
 			if m.Kind == "subscribe" {
-				r.mu.Lock()
-				for _, w := range r.waiting[m.Channel] {
-					close(w)
-				}
-				delete(r.waiting, m.Channel)
-				r.mu.Unlock()
+				r.confirmed(m.Channel)
 			}
 		}
 	}
 }
+
+// dispatch hands a message to its topic's handler.
+func (r *Redis) dispatch(m *redis.Message) {
+	r.mu.Lock()
+	h := r.handlers[m.Channel]
+	r.mu.Unlock()
+	if h == nil || len(m.Payload) == 0 {
+		return
+	}
+	var msg Message
+	switch m.Payload[0] {
+	case 'p':
+		// The payload is never modified (see Handler), so the string's
+		// bytes are handed over without a copy.
+		msg.Payload = stringBytes(m.Payload[1:])
+	case 's':
+		var ok bool
+		if msg, ok = parseStreamMessage(m.Payload); !ok {
+			r.log.Error("dropping malformed stream message", "channel", m.Channel)
+			return
+		}
+	default:
+		r.log.Error("dropping message of unknown kind", "channel", m.Channel)
+		return
+	}
+	h(r.topicOf(m.Channel), msg)
+}
+
+// confirmed handles Redis's confirmation of a subscription: a Subscribe
+// call waiting for it returns; with none waiting, it is a resubscription
+// after an outage, and the topic's handler is told.
+func (r *Redis) confirmed(ch string) {
+	r.mu.Lock()
+	ws := r.waiting[ch]
+	delete(r.waiting, ch)
+	h := r.handlers[ch]
+	r.mu.Unlock()
+	for _, w := range ws {
+		close(w)
+	}
+	if len(ws) == 0 && h != nil {
+		h(r.topicOf(ch), Message{Resubscribed: true})
+	}
+}
+
+// renewPubSub replaces the subscription connection with a new one
+// subscribed to every channel that has a handler.
+func (r *Redis) renewPubSub(ctx context.Context) *redis.PubSub {
+	r.mu.Lock()
+	channels := make([]string, 0, len(r.handlers))
+	for ch := range r.handlers {
+		channels = append(channels, ch)
+	}
+	r.mu.Unlock()
+	ps := r.client.Subscribe(ctx, channels...)
+	r.psMu.Lock()
+	if r.closed.Load() { // Close has closed the current one: keep it
+		r.psMu.Unlock()
+		_ = ps.Close()
+		return r.ps()
+	}
+	old := r.pubsub
+	r.pubsub = ps
+	r.psMu.Unlock()
+	_ = old.Close()
+	_ = ps.Ping(ctx)
+	return ps
+}
+
+func stringBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }

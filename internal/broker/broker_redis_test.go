@@ -11,11 +11,11 @@ import (
 	"github.com/relay/relay/internal/redistest"
 )
 
-func newRedisBrokers(t *testing.T, url string, n int) []broker.Broker {
+func newRedisBrokers(t *testing.T, url string, n int, h broker.HistoryOptions) []broker.Broker {
 	t.Helper()
 	var bs []broker.Broker
 	for range n {
-		b, err := broker.NewRedis(broker.RedisOptions{URL: url, Prefix: "contract:"})
+		b, err := broker.NewRedis(broker.RedisOptions{URL: url, Prefix: "contract:", History: h})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -33,8 +33,8 @@ func newRedisBrokers(t *testing.T, url string, n int) []broker.Broker {
 func TestRedisBroker(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
-	testBrokerContract(t, func(t *testing.T, n int) []broker.Broker {
-		return newRedisBrokers(t, srv.URL(), n)
+	testBrokerContract(t, func(t *testing.T, n int, h broker.HistoryOptions) []broker.Broker {
+		return newRedisBrokers(t, srv.URL(), n, h)
 	})
 }
 
@@ -51,12 +51,16 @@ func TestRedisBadURL(t *testing.T) {
 func TestRedisOutageAndResubscribe(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
-	bs := newRedisBrokers(t, srv.URL(), 2)
+	bs := newRedisBrokers(t, srv.URL(), 2, broker.HistoryOptions{})
 	sub, pub := bs[0], bs[1]
 	ctx := context.Background()
 
 	var got atomic.Int64
-	if err := sub.Subscribe(ctx, "outage", func(_ string, p []byte) { got.Add(1) }); err != nil {
+	if err := sub.Subscribe(ctx, "outage", func(_ string, m broker.Message) {
+		if !m.Resubscribed {
+			got.Add(1)
+		}
+	}); err != nil {
 		t.Fatal(err)
 	}
 	if err := pub.Publish(ctx, "outage", []byte("before")); err != nil {
@@ -73,7 +77,7 @@ func TestRedisOutageAndResubscribe(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("Publish took %v to fail during the outage", d)
 	}
-	if err := sub.Subscribe(ctx, "during", func(string, []byte) {}); err == nil {
+	if err := sub.Subscribe(ctx, "during", func(string, broker.Message) {}); err == nil {
 		t.Error("Subscribe succeeded with Redis down")
 	}
 

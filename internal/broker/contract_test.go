@@ -18,8 +18,8 @@ import (
 
 func TestMemoryBroker(t *testing.T) {
 	t.Parallel()
-	testBrokerContract(t, func(t *testing.T, n int) []broker.Broker {
-		m := broker.NewMemory()
+	testBrokerContract(t, func(t *testing.T, n int, h broker.HistoryOptions) []broker.Broker {
+		m := broker.NewMemory(broker.WithHistory(h))
 		bs := []broker.Broker{m}
 		for len(bs) < n {
 			bs = append(bs, m.Peer())
@@ -60,7 +60,12 @@ func TestMemoryBroker(t *testing.T) {
 // one publishing and one subscribing connection per node also keeps that
 // order. An implementation that does not is still tested correctly, just less
 // sharply.
-func testBrokerContract(t *testing.T, newBrokers func(t *testing.T, n int) []broker.Broker) {
+func testBrokerContract(t *testing.T, newBrokersWith func(t *testing.T, n int, h broker.HistoryOptions) []broker.Broker) {
+	newBrokers := func(t *testing.T, n int) []broker.Broker {
+		return newBrokersWith(t, n, broker.HistoryOptions{Size: 100, TTL: time.Minute})
+	}
+	testStreamContract(t, newBrokersWith)
+
 	t.Run("Ready", func(t *testing.T) {
 		t.Parallel()
 		for i, b := range newBrokers(t, 3) {
@@ -483,7 +488,7 @@ func testBrokerContract(t *testing.T, newBrokers func(t *testing.T, n int) []bro
 		bs := newBrokers(t, 3)
 		topics := []string{uniqueTopic(t, "c0"), uniqueTopic(t, "c1"), uniqueTopic(t, "c2")}
 		var delivered atomic.Int64
-		h := func(string, []byte) { delivered.Add(1) }
+		h := func(string, broker.Message) { delivered.Add(1) }
 		var wg sync.WaitGroup
 		errs := make(chan error, 64)
 		for n := range bs {
@@ -573,6 +578,9 @@ func mustPublish(t *testing.T, b broker.Broker, topic string, payload []byte) {
 type message struct {
 	topic   string
 	payload []byte
+	epoch   string
+	seq     uint64
+	resub   bool
 }
 
 func (m message) String() string { return fmt.Sprintf("%q on %q", m.payload, m.topic) }
@@ -585,8 +593,9 @@ type recorder struct {
 
 func newRecorder() *recorder { return &recorder{} }
 
-func (r *recorder) handle(topic string, payload []byte) {
-	m := message{topic: topic, payload: bytes.Clone(payload)} // payload is shared
+func (r *recorder) handle(topic string, msg broker.Message) {
+	m := message{topic: topic, payload: bytes.Clone(msg.Payload), // payload is shared
+		epoch: msg.Epoch, seq: msg.Seq, resub: msg.Resubscribed}
 	r.mu.Lock()
 	r.msgs = append(r.msgs, m)
 	r.mu.Unlock()

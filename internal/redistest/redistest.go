@@ -17,8 +17,9 @@ import (
 
 // Server is a redis-server process owned by one test.
 type Server struct {
-	t    testing.TB
-	Port int
+	t       testing.TB
+	Port    int
+	persist string // data directory with append-only persistence, or ""
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -30,6 +31,16 @@ type Server struct {
 func Start(t testing.TB) *Server {
 	t.Helper()
 	s := New(t)
+	s.Restart()
+	return s
+}
+
+// StartPersistent is Start with append-only persistence, as the compose
+// Redis runs: what was written survives Kill and Restart.
+func StartPersistent(t testing.TB) *Server {
+	t.Helper()
+	s := New(t)
+	s.persist = t.TempDir()
 	s.Restart()
 	return s
 }
@@ -51,8 +62,8 @@ func (s *Server) URL() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", s.P
 // Addr is host:port.
 func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port)) }
 
-// Restart starts the server (again, after Kill) on its port, empty:
-// nothing is persisted.
+// Restart starts the server (again, after Kill) on its port: empty, or,
+// for StartPersistent, with what it had written.
 func (s *Server) Restart() {
 	s.t.Helper()
 	s.mu.Lock()
@@ -61,8 +72,14 @@ func (s *Server) Restart() {
 		s.t.Fatal("redistest: Restart while running")
 	}
 	s.out.Reset()
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--protected-mode", "no")
+	args := []string{"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1", "--save", "", "--protected-mode", "no"}
+	if s.persist != "" {
+		// appendfsync always: a SIGKILL loses nothing that was answered.
+		args = append(args, "--appendonly", "yes", "--appendfsync", "always", "--dir", s.persist)
+	} else {
+		args = append(args, "--appendonly", "no")
+	}
+	cmd := exec.Command("redis-server", args...)
 	cmd.Stdout, cmd.Stderr = &s.out, &s.out
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("start redis-server: %v", err)

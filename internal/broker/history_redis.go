@@ -1,0 +1,144 @@
+package broker
+
+import (
+	"context"
+	"crypto/rand"
+	_ "embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Every key and channel of a stream carries the stream's topic as a hash
+// tag ("relay:{room:ops}:seq"), so that Redis Cluster would keep a stream on
+// one shard. The epoch is one key for the whole Redis: with Cluster it would
+// move into each stream's keys.
+var (
+	//go:embed lua/publish.lua
+	publishLua    string
+	publishScript = redis.NewScript(publishLua)
+
+	//go:embed lua/history.lua
+	historyLua    string
+	historyScript = redis.NewScript(historyLua)
+)
+
+func (r *Redis) channel(topic string) string { return r.prefix + "{" + topic + "}" }
+
+// topicOf is channel's inverse, for what Redis delivers.
+func (r *Redis) topicOf(channel string) string {
+	return channel[len(r.prefix)+1 : len(channel)-1]
+}
+
+func (r *Redis) streamKeys(topic string) []string {
+	tag := r.channel(topic)
+	return []string{r.prefix + "epoch", tag + ":seq", tag + ":hist"}
+}
+
+// newEpoch returns an epoch no Redis has used: when Redis has lost its data
+// the history before it is gone, and the new epoch says so.
+func newEpoch() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// PublishStream appends msg to topic's stream in Redis and publishes it, in
+// one script.
+func (r *Redis) PublishStream(ctx context.Context, topic string, msg []byte) (Position, error) {
+	if err := r.usable(ctx); err != nil {
+		return Position{}, err
+	}
+	prefix, err := seqPrefix(msg)
+	if err != nil {
+		return Position{}, err
+	}
+	size := 0
+	if r.history.keeps() {
+		size = r.history.Size
+	}
+	res, err := publishScript.Run(ctx, r.client, r.streamKeys(topic),
+		r.channel(topic), prefix, size, r.history.TTL.Milliseconds(), newEpoch()).Slice()
+	if err != nil {
+		return Position{}, fmt.Errorf("redis publish to stream: %w", err)
+	}
+	if len(res) != 2 {
+		return Position{}, fmt.Errorf("redis publish to stream: unexpected reply %v", res)
+	}
+	epoch, _ := res[0].(string)
+	seq, _ := res[1].(int64)
+	return Position{Epoch: epoch, Seq: uint64(seq)}, nil
+}
+
+// History reads topic's stream from Redis.
+func (r *Redis) History(ctx context.Context, topic string, q HistoryQuery) (History, error) {
+	if r.closed.Load() {
+		return History{}, ErrClosed
+	}
+	limit := q.Limit
+	if !r.history.keeps() {
+		limit = 0
+	}
+	latest := "0"
+	if q.Latest {
+		latest = "1"
+	}
+	res, err := historyScript.Run(ctx, r.client, r.streamKeys(topic),
+		q.Since, limit, latest, r.history.TTL.Milliseconds(), newEpoch()).StringSlice()
+	if err != nil {
+		return History{}, fmt.Errorf("redis history: %w", err)
+	}
+	return parseHistory(res)
+}
+
+func parseHistory(res []string) (History, error) {
+	if len(res) < 2 || len(res)%2 != 0 {
+		return History{}, errors.New("redis history: malformed reply")
+	}
+	top, err := strconv.ParseUint(res[1], 10, 64)
+	if err != nil {
+		return History{}, fmt.Errorf("redis history: position %q: %w", res[1], err)
+	}
+	h := History{Position: Position{Epoch: res[0], Seq: top}}
+	if n := (len(res) - 2) / 2; n > 0 {
+		h.Entries = make([]Entry, n)
+	}
+	for i := range h.Entries {
+		seq, err := strconv.ParseUint(res[2+2*i], 10, 64)
+		if err != nil {
+			return History{}, fmt.Errorf("redis history: entry id %q: %w", res[2+2*i], err)
+		}
+		h.Entries[i] = Entry{Seq: seq, Data: []byte(res[3+2*i])}
+	}
+	return h, nil
+}
+
+// Stream messages travel as "s<epoch> <seq> <data>", plain ones as
+// "p<payload>".
+func parseStreamMessage(p string) (Message, bool) {
+	sp1 := indexByte(p, ' ', 1)
+	if sp1 < 0 {
+		return Message{}, false
+	}
+	sp2 := indexByte(p, ' ', sp1+1)
+	if sp2 < 0 {
+		return Message{}, false
+	}
+	seq, err := strconv.ParseUint(p[sp1+1:sp2], 10, 64)
+	if err != nil {
+		return Message{}, false
+	}
+	return Message{Epoch: p[1:sp1], Seq: seq, Payload: stringBytes(p[sp2+1:])}, true
+}
+
+func indexByte(s string, c byte, from int) int {
+	for i := from; i < len(s); i++ {
+		if s[i] == c {
+			return i
+		}
+	}
+	return -1
+}

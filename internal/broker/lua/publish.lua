@@ -1,0 +1,27 @@
+-- Appends a message to its stream and publishes it, in one step, so that
+-- every subscriber sees the stream's messages in position order and a
+-- message that was published is in the history.
+--
+-- KEYS[1] the epoch, KEYS[2] the stream's position counter, KEYS[3] its
+-- history (a Redis Stream whose entry ids are the positions).
+-- ARGV[1] the channel, ARGV[2] the message up to its "seq" field,
+-- ARGV[3] how many entries to keep, ARGV[4] for how many milliseconds,
+-- ARGV[5] a fresh epoch, used if Redis has none (it lost its data).
+--
+-- Published: "s<epoch> <seq> <message with seq>". Returns {epoch, seq}.
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then
+  epoch = ARGV[5]
+  redis.call('SET', KEYS[1], epoch)
+end
+local seq = redis.call('INCR', KEYS[2])
+local data = ARGV[2] .. '"seq":' .. seq .. '}'
+local size = tonumber(ARGV[3])
+if size > 0 then
+  local t = redis.call('TIME')
+  local now = t[1] * 1000 + math.floor(t[2] / 1000)
+  redis.call('XADD', KEYS[3], 'MAXLEN', size, seq .. '-0', 't', now, 'd', data)
+  redis.call('PEXPIRE', KEYS[3], ARGV[4])
+end
+redis.call('PUBLISH', ARGV[1], 's' .. epoch .. ' ' .. seq .. ' ' .. data)
+return {epoch, seq}
