@@ -102,11 +102,11 @@ func TestCluster(t *testing.T) {
 		rdb := redis.NewClient(&redis.Options{Addr: c.redis.Addr()})
 		defer rdb.Close()
 		subscribers := func() int64 {
-			m, err := rdb.PubSubNumSub(context.Background(), "relay:room:ops").Result()
+			m, err := rdb.PubSubNumSub(context.Background(), "relay:{room:ops}").Result()
 			if err != nil {
 				t.Fatal(err)
 			}
-			return m["relay:room:ops"]
+			return m["relay:{room:ops}"]
 		}
 		alice.Send(`{"type":"join","room":"ops"}`)
 		alice.Expect("own join", wstest.IsEvent("join", "alice", "ops"))

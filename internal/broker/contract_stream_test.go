@@ -167,8 +167,8 @@ func testStreamContract(t *testing.T, newBrokers func(t *testing.T, n int, h bro
 		ttl := 300 * time.Millisecond
 		bs := newBrokers(t, 1, broker.HistoryOptions{Size: 10, TTL: ttl})
 		topic := uniqueTopic(t, "ttl")
+		published := time.Now() // no later than the broker's own timestamp
 		mustPublishStream(t, bs[0], topic, `{"n":1}`)
-		published := time.Now()
 		testkit.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 			if n := len(mustHistory(t, bs[0], topic, broker.HistoryQuery{Limit: 10}).Entries); n != 0 {
 				return fmt.Errorf("%d entries still kept", n)

@@ -38,6 +38,8 @@ type Config struct {
 	RateLimit        float64       // client frames per second per connection; 0 disables
 	PresenceLimit    int           // rooms up to this size announce each join and leave
 	PresenceInterval time.Duration // how often presence changes are batched and sent
+	HistorySize      int           // messages kept per stream; 0 = no history
+	HistoryTTL       time.Duration // how long a message stays in history
 	ShutdownTimeout  time.Duration // grace period for draining connections on shutdown
 	TrustedProxies   []string      // IPs/CIDRs whose X-Forwarded-For is believed
 	RedisPrefix      string        // namespace for all Redis keys and channels
@@ -100,6 +102,10 @@ func settings() []setting {
 			parse: intIn(func(c *Config) *int { return &c.PresenceLimit }, 0, math.MaxInt)},
 		{name: "RELAY_PRESENCE_INTERVAL", def: "1s", help: "at most one presence event per big room per interval",
 			parse: positiveDuration(func(c *Config) *time.Duration { return &c.PresenceInterval })},
+		{name: "RELAY_HISTORY_SIZE", def: "200", help: "messages kept per stream (room, user, broadcast) for resume; 0 = none",
+			parse: intIn(func(c *Config) *int { return &c.HistorySize }, 0, 100000)},
+		{name: "RELAY_HISTORY_TTL", def: "2m", help: "how long a message stays in its stream's history",
+			parse: positiveDuration(func(c *Config) *time.Duration { return &c.HistoryTTL })},
 		{name: "RELAY_SHUTDOWN_TIMEOUT", def: "10s", help: "time from SIGTERM to exit: close clients with 1012, then stop",
 			parse: positiveDuration(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
 		{name: "RELAY_TRUSTED_PROXIES", defText: "(none)", help: "comma-separated proxy IPs/CIDRs trusted for X-Forwarded-For",
@@ -185,6 +191,8 @@ func (c Config) LogValue() slog.Value {
 		slog.Float64("rate_limit", c.RateLimit),
 		slog.Int("presence_limit", c.PresenceLimit),
 		slog.Duration("presence_interval", c.PresenceInterval),
+		slog.Int("history_size", c.HistorySize),
+		slog.Duration("history_ttl", c.HistoryTTL),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
 		slog.Any("trusted_proxies", c.TrustedProxies),
 		slog.String("redis_prefix", c.RedisPrefix),

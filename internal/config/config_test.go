@@ -51,6 +51,8 @@ func TestVariables(t *testing.T) {
 		{"RELAY_RATE_LIMIT", func(c Config) any { return c.RateLimit }, 20.0, "2.5", 2.5, "NaN"},
 		{"RELAY_PRESENCE_LIMIT", func(c Config) any { return c.PresenceLimit }, 100, "0", 0, "-5"},
 		{"RELAY_PRESENCE_INTERVAL", func(c Config) any { return c.PresenceInterval }, time.Second, "250ms", 250 * time.Millisecond, "-1s"},
+		{"RELAY_HISTORY_SIZE", func(c Config) any { return c.HistorySize }, 200, "0", 0, "-1"},
+		{"RELAY_HISTORY_TTL", func(c Config) any { return c.HistoryTTL }, 2 * time.Minute, "30s", 30 * time.Second, "0s"},
 		{"RELAY_SHUTDOWN_TIMEOUT", func(c Config) any { return c.ShutdownTimeout }, 10 * time.Second, "1m", time.Minute, "10"},
 		{"RELAY_TRUSTED_PROXIES", func(c Config) any { return c.TrustedProxies }, []string(nil), "10.0.0.1,fd00::/8", []string{"10.0.0.1", "fd00::/8"}, "10.0.0.0/33"},
 		{"RELAY_REDIS_PREFIX", func(c Config) any { return c.RedisPrefix }, "relay:", "chat:", "chat:", ""},

@@ -9,6 +9,7 @@ import (
 
 	"github.com/relay/relay/internal/broker"
 	"github.com/relay/relay/internal/hub"
+	"github.com/relay/relay/internal/protocol"
 )
 
 // queueConn is a bounded in-memory queue standing in for a socket, so the
@@ -44,7 +45,7 @@ func BenchmarkFanout(b *testing.B) {
 			defer h.Close()
 			for i := range n {
 				c := &queueConn{q: make([][]byte, 0, 64)}
-				if _, err := h.Register(ctx, c, fmt.Sprintf("u%d", i)); err != nil {
+				if _, err := h.Register(ctx, c, fmt.Sprintf("u%d", i), protocol.Resume{}); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -52,7 +53,7 @@ func BenchmarkFanout(b *testing.B) {
 			b.ResetTimer()
 			start := time.Now()
 			for b.Loop() {
-				if _, err := h.Notify(ctx, hub.Target{Room: "lobby"}, "hello, everyone in the lobby"); err != nil {
+				if _, _, err := h.Notify(ctx, hub.Target{Room: "lobby"}, "hello, everyone in the lobby"); err != nil {
 					b.Fatal(err)
 				}
 			}

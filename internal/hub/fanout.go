@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/relay/relay/internal/broker"
 	"github.com/relay/relay/internal/protocol"
 )
 
@@ -20,14 +21,14 @@ func (h *Hub) Chat(ctx context.Context, c *Client, room string, data json.RawMes
 	if !c.inRoom(room) {
 		return &protocol.Error{Code: protocol.ErrNotMember, Text: "join room " + room + " before sending to it"}
 	}
-	frame, err := protocol.Encode(protocol.Chat{
+	msg, err := protocol.Marshal(protocol.Chat{
 		Type: protocol.TypeMessage, Room: room, User: c.user, Data: data,
 		ID: h.newID(), TS: time.Now().UnixMilli(),
 	})
 	if err != nil {
 		return &protocol.Error{Code: protocol.ErrBadMessage, Text: "data is not valid JSON"}
 	}
-	if err := h.publish(ctx, roomTopic(room), 0, frame); err != nil {
+	if _, err := h.broker.PublishStream(ctx, roomTopic(room), msg); err != nil {
 		return h.unavailable("message not sent: broker unavailable", c, room, err)
 	}
 	return nil
@@ -40,16 +41,17 @@ type Target struct {
 	User string
 }
 
-// Notify publishes a server notification and returns its id once the broker
-// has accepted it.
-func (h *Hub) Notify(ctx context.Context, to Target, text string) (string, error) {
+// Notify publishes a server notification and returns its id and its
+// position in its stream once the broker has accepted it: it is then in the
+// stream's history.
+func (h *Hub) Notify(ctx context.Context, to Target, text string) (string, broker.Position, error) {
 	id := h.newID()
-	frame, err := protocol.Encode(protocol.Notification{
+	msg, err := protocol.Marshal(protocol.Notification{
 		Type: protocol.TypeNotification, Room: to.Room, User: to.User, Data: text,
 		ID: id, TS: time.Now().UnixMilli(),
 	})
 	if err != nil {
-		return "", fmt.Errorf("encode notification: %w", err)
+		return "", broker.Position{}, fmt.Errorf("encode notification: %w", err)
 	}
 	topic := topicAll
 	switch {
@@ -58,30 +60,44 @@ func (h *Hub) Notify(ctx context.Context, to Target, text string) (string, error
 	case to.User != "":
 		topic = userTopic(to.User)
 	}
-	if err := h.publish(ctx, topic, 0, frame); err != nil {
-		return "", fmt.Errorf("publish notification: %w", err)
+	pos, err := h.broker.PublishStream(ctx, topic, msg)
+	if err != nil {
+		return "", broker.Position{}, fmt.Errorf("publish notification: %w", err)
 	}
-	return id, nil
+	return id, pos, nil
 }
 
-// deliver is the broker handler: it queues the frame inside payload for every
-// local receiver of topic. It only enqueues, so it never waits on a client.
-func (h *Hub) deliver(topic string, payload []byte) {
-	origin, except, frame, err := decodeWire(payload)
-	if err != nil {
-		h.log.Error("dropping broker message", "topic", topic, "err", err)
-		return
+// deliver is the broker handler. Stream messages go through their stream
+// (streams.go); the others, joins, leaves and presence, are queued at once.
+// It only enqueues, so it never waits on a client.
+func (h *Hub) deliver(topic string, m broker.Message) {
+	switch {
+	case m.Resubscribed:
+		h.catchUp(topic)
+	case m.Seq != 0:
+		h.deliverStream(topic, m)
+	default:
+		origin, except, frame, err := decodeWire(m.Payload)
+		if err != nil {
+			h.log.Error("dropping broker message", "topic", topic, "err", err)
+			return
+		}
+		if string(origin) != h.opts.Node {
+			except = 0 // connection ids are per node
+		}
+		h.fanout(topic, except, frame)
 	}
-	if string(origin) != h.opts.Node {
-		except = 0 // connection ids are per node
-	}
+}
 
+// fanout queues frame for every local receiver of topic but the connection
+// except.
+func (h *Hub) fanout(topic string, except uint64, frame []byte) {
 	var sent, dropped int
 	send := func(c *Client) {
 		if c.id == except {
 			return
 		}
-		if c.conn.Send(frame) {
+		if c.send(frame) {
 			sent++
 		} else {
 			dropped++

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/relay/relay/internal/broker"
 	"github.com/relay/relay/internal/presence"
 	"github.com/relay/relay/internal/protocol"
 )
@@ -30,7 +31,9 @@ type Conn interface {
 // Broker is what the hub needs from the pub/sub backplane.
 type Broker interface {
 	Publish(ctx context.Context, topic string, payload []byte) error
-	Subscribe(ctx context.Context, topic string, h func(topic string, payload []byte)) error
+	PublishStream(ctx context.Context, topic string, msg []byte) (broker.Position, error)
+	History(ctx context.Context, topic string, q broker.HistoryQuery) (broker.History, error)
+	Subscribe(ctx context.Context, topic string, h broker.Handler) error
 	Unsubscribe(ctx context.Context, topic string) error
 }
 
@@ -57,6 +60,10 @@ type Options struct {
 	Observer         Observer
 	// Counter counts members across the cluster; nil counts this node's.
 	Counter Counter
+	// HoldBytes bounds what is held for a client while it is brought up to
+	// date (a resume, a join with history); past it the client is closed
+	// as too slow. Default 1 MiB.
+	HoldBytes int
 }
 
 // Hub is one node's view of the service. Create it with New, call Start, and
@@ -100,6 +107,9 @@ func New(opts Options, b Broker) *Hub {
 	if opts.PresenceInterval <= 0 {
 		opts.PresenceInterval = time.Second
 	}
+	if opts.HoldBytes <= 0 {
+		opts.HoldBytes = 1 << 20
+	}
 	var r [4]byte
 	_, _ = rand.Read(r[:])
 	h := &Hub{
@@ -113,7 +123,7 @@ func New(opts Options, b Broker) *Hub {
 		users:    make(map[string]*userEntry),
 		stop:     make(chan struct{}),
 	}
-	h.subs = newSubscriptions(b, h.deliver)
+	h.subs = newSubscriptions(h)
 	h.counter = opts.Counter
 	if h.counter == nil {
 		h.counter = presence.NewLocal(opts.PresenceLimit)
@@ -130,7 +140,7 @@ func (h *Hub) Start(ctx context.Context) error {
 	go h.presenceLoop()
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Second) // a broker that never answers must not hold up startup
 	defer cancel()
-	if err := h.broker.Subscribe(sctx, topicAll, h.deliver); err != nil {
+	if err := h.subs.acquire(sctx, topicAll); err != nil {
 		h.log.Warn("broker unavailable; subscribing to broadcasts in the background", "err", err)
 		h.wg.Add(1)
 		go h.subscribeAllUntilDone()
@@ -151,7 +161,7 @@ func (h *Hub) subscribeAllUntilDone() {
 		case <-t.C:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		err := h.broker.Subscribe(ctx, topicAll, h.deliver)
+		err := h.subs.acquire(ctx, topicAll)
 		cancel()
 		if err == nil {
 			h.log.Info("subscribed to broadcasts")

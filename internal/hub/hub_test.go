@@ -8,6 +8,7 @@ import (
 
 	"github.com/relay/relay/internal/broker"
 	"github.com/relay/relay/internal/hub"
+	"github.com/relay/relay/internal/protocol"
 )
 
 // Fan-out must not allocate per receiver: a message to 2,000 members costs
@@ -26,12 +27,12 @@ func TestFanoutAllocationsDoNotGrowWithReceivers(t *testing.T) {
 		}
 		defer h.Close()
 		for i := range n {
-			if _, err := h.Register(ctx, &queueConn{q: make([][]byte, 0, 8)}, fmt.Sprintf("u%d", i)); err != nil {
+			if _, err := h.Register(ctx, &queueConn{q: make([][]byte, 0, 8)}, fmt.Sprintf("u%d", i), protocol.Resume{}); err != nil {
 				t.Fatal(err)
 			}
 		}
 		return testing.AllocsPerRun(100, func() {
-			if _, err := h.Notify(ctx, hub.Target{Room: "lobby"}, "hi"); err != nil {
+			if _, _, err := h.Notify(ctx, hub.Target{Room: "lobby"}, "hi"); err != nil {
 				t.Fatal(err)
 			}
 		})

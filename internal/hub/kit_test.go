@@ -14,6 +14,7 @@ import (
 	"github.com/relay/relay/internal/broker"
 	"github.com/relay/relay/internal/hub"
 	"github.com/relay/relay/internal/presence"
+	"github.com/relay/relay/internal/protocol"
 )
 
 // The hub's tests drive it through its API with fakes at its three edges:
@@ -163,7 +164,7 @@ type hookBroker struct {
 }
 
 func newHookBroker(t *testing.T) *hookBroker {
-	m := broker.NewMemory()
+	m := broker.NewMemory(broker.WithHistory(broker.HistoryOptions{Size: 200, TTL: time.Minute}))
 	t.Cleanup(func() { m.Close() })
 	return &hookBroker{Memory: m, subscribed: make(map[string]int)}
 }
@@ -180,7 +181,7 @@ func (b *hookBroker) setHooks(sub, pub func(string) error) {
 	b.mu.Unlock()
 }
 
-func (b *hookBroker) Subscribe(ctx context.Context, topic string, h func(string, []byte)) error {
+func (b *hookBroker) Subscribe(ctx context.Context, topic string, h broker.Handler) error {
 	if hook, _ := b.hooks(); hook != nil {
 		if err := hook(topic); err != nil {
 			return err
@@ -212,6 +213,15 @@ func (b *hookBroker) Publish(ctx context.Context, topic string, payload []byte) 
 		}
 	}
 	return b.Memory.Publish(ctx, topic, payload)
+}
+
+func (b *hookBroker) PublishStream(ctx context.Context, topic string, msg []byte) (broker.Position, error) {
+	if _, hook := b.hooks(); hook != nil {
+		if err := hook(topic); err != nil {
+			return broker.Position{}, err
+		}
+	}
+	return b.Memory.PublishStream(ctx, topic, msg)
 }
 
 // subscriptions returns how many times topic is subscribed: 0 or 1 unless
@@ -333,7 +343,7 @@ func newFixture(t *testing.T, opts hub.Options) *fixture {
 func (f *fixture) register(user string) (*hub.Client, *testConn) {
 	f.t.Helper()
 	conn := &testConn{t: f.t}
-	c, err := f.hub.Register(context.Background(), conn, user)
+	c, err := f.hub.Register(context.Background(), conn, user, protocol.Resume{})
 	if err != nil {
 		f.t.Fatalf("Register(%q): %v", user, err)
 	}
@@ -345,7 +355,7 @@ func (f *fixture) register(user string) (*hub.Client, *testConn) {
 
 func (f *fixture) join(c *hub.Client, room string) {
 	f.t.Helper()
-	if err := f.hub.Join(context.Background(), c, room); err != nil {
+	if err := f.hub.Join(context.Background(), c, room, 0); err != nil {
 		f.t.Fatalf("%s joins %s: %v", c.User(), room, err)
 	}
 }

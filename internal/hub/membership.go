@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/relay/relay/internal/presence"
 	"github.com/relay/relay/internal/protocol"
@@ -28,6 +29,14 @@ type Client struct {
 	rooms   []string // joined or being joined; at most protocol.MaxRooms, so a slice beats a map
 	joining []string // those of rooms whose Join is still making its broker round trips
 	gone    bool
+
+	// Live frames held while the client catches up (hold.go).
+	holding   atomic.Bool
+	holdMu    sync.Mutex
+	held      [][]byte
+	heldBytes int
+	holdLimit int
+	overflow  bool
 }
 
 // ID returns the connection's node-unique id.
@@ -41,31 +50,56 @@ type userEntry struct {
 	clients []*Client
 }
 
-// Register adds a connection for user, puts it in lobby and queues its
-// welcome as its first frame. From the welcome on it receives every event
-// for its rooms, its user and the whole node; the lobby's other members get
-// a join.
-func (h *Hub) Register(ctx context.Context, conn Conn, user string) (*Client, error) {
-	c := &Client{id: h.connSeq.Add(1), user: user, conn: conn, rooms: []string{protocol.Lobby}}
-	if err := h.subs.acquire(ctx, userTopic(user)); err != nil {
-		return nil, fmt.Errorf("subscribe to user %q: %w", user, err)
-	}
-	if err := h.subs.acquire(ctx, roomTopic(protocol.Lobby)); err != nil {
-		_ = h.subs.release(ctx, userTopic(user))
-		return nil, fmt.Errorf("subscribe to lobby: %w", err)
-	}
+// Register adds a connection for user and puts it in lobby and, when it
+// resumes, in the rooms it lists. Its frames come in this order: the
+// welcome, its own join of each listed room, what it missed while away (a
+// resume), then live frames for its rooms, its user and the whole node.
+// The rooms' other members get a join.
+func (h *Hub) Register(ctx context.Context, conn Conn, user string, from protocol.Resume) (*Client, error) {
+	rooms := append([]string{protocol.Lobby}, from.Rooms...)
+	c := &Client{id: h.connSeq.Add(1), user: user, conn: conn, rooms: slices.Clone(rooms), holdLimit: h.opts.HoldBytes}
+	c.holding.Store(true)
 
-	ch, err := h.countJoin(ctx, protocol.Lobby)
-	if err != nil {
-		h.releaseTopic(ctx, roomTopic(protocol.Lobby))
-		h.releaseTopic(ctx, userTopic(user))
-		return nil, fmt.Errorf("count lobby join: %w", err)
+	topics := []string{userTopic(user)}
+	for _, r := range rooms {
+		topics = append(topics, roomTopic(r))
 	}
+	for i, t := range topics {
+		if err := h.subs.acquire(ctx, t); err != nil {
+			for _, done := range topics[:i] {
+				h.releaseTopic(ctx, done)
+			}
+			return nil, fmt.Errorf("subscribe to %s: %w", t, err)
+		}
+	}
+	changes := make([]presence.Change, len(rooms))
+	for i, r := range rooms {
+		ch, err := h.countJoin(ctx, r)
+		if err != nil {
+			for _, done := range rooms[:i] {
+				h.uncount(ctx, done)
+			}
+			for _, t := range topics {
+				h.releaseTopic(ctx, t)
+			}
+			return nil, fmt.Errorf("count join of %s: %w", r, err)
+		}
+		changes[i] = ch
+	}
+	h.awaitPositions(ctx, user, from)
 
-	// Broadcasts are delivered under clientsMu, lobby messages under the
-	// room's lock: holding the first while the second queues the welcome
-	// means no event can slip in ahead of it. (No broker or Redis call is
-	// made under clientsMu: a slow Redis must not hold up every broadcast.)
+	// Each receiver is added under its stream's lock, so the position read
+	// there is exactly where the client's live messages start. (No broker
+	// or Redis call is made under these locks: a slow Redis must not hold
+	// up delivery.)
+	at := make(map[string]uint64, len(rooms)+2)
+	sAll, sUser, sLobby := h.subs.stream(topicAll), h.subs.stream(userTopic(user)), h.subs.stream(roomTopic(protocol.Lobby))
+	locked := []*stream{sAll, sUser, sLobby}
+	for _, s := range locked {
+		if s != nil {
+			s.mu.Lock()
+		}
+	}
 	h.clientsMu.Lock()
 	h.clients[c] = struct{}{}
 	u := h.users[user]
@@ -74,13 +108,52 @@ func (h *Hub) Register(ctx context.Context, conn Conn, user string) (*Client, er
 		h.users[user] = u
 	}
 	u.clients = append(u.clients, c)
-	n, announce := h.addMember(c, protocol.Lobby, ch, func(online int) protocol.Frame {
-		return h.welcomeFrame(c, online)
-	})
+	h.addMember(c, protocol.Lobby, changes[0], nil)
 	h.clientsMu.Unlock()
+	epoch := sLobby.epoch
+	for i, name := range []string{protocol.StreamAll, protocol.StreamUser, protocol.Lobby} {
+		if locked[i] != nil {
+			at[name] = locked[i].last
+			locked[i].mu.Unlock()
+		}
+	}
 
-	if announce {
-		h.announce(ctx, c, protocol.EventJoin, protocol.Lobby, n)
+	var joins []protocol.Frame
+	for i, r := range from.Rooms {
+		s := h.subs.stream(roomTopic(r))
+		s.mu.Lock()
+		h.addMember(c, r, changes[i+1], nil)
+		at[r] = s.last
+		s.mu.Unlock()
+		joins = append(joins, h.ownJoinFrame(c.user, r, changes[i+1].Online, at[r]))
+	}
+
+	replay, missed := h.replay(ctx, user, from, epoch, at)
+	welcome := protocol.Welcome{
+		Type: protocol.TypeSystem, Event: protocol.EventWelcome, User: c.user, Node: h.opts.Node,
+		Room: protocol.Lobby, Online: changes[0].Online,
+		Data:  fmt.Sprintf("欢迎 %s，当前在线: %d (%s)", c.user, changes[0].Online, protocol.Lobby),
+		Epoch: epoch,
+		Seq:   map[string]uint64{protocol.Lobby: at[protocol.Lobby], protocol.StreamUser: at[protocol.StreamUser]},
+	}
+	if pos, ok := at[protocol.StreamAll]; ok {
+		welcome.Seq[protocol.StreamAll] = pos
+	}
+	if from.Since != nil {
+		recovered := len(missed) == 0
+		welcome.Recovered, welcome.Missed = &recovered, missed
+	}
+	frames := append(append([]protocol.Frame{h.mustEncode(welcome)}, joins...), replay...)
+	sent, dropped := c.release(frames)
+	h.obs.Delivered(sent)
+	if dropped > 0 {
+		h.obs.Dropped("not_queued", dropped)
+	}
+
+	for i, r := range rooms {
+		if !changes[i].Coalesced {
+			h.announce(ctx, c, protocol.EventJoin, r, changes[i].Online)
+		}
 	}
 	return c, nil
 }
@@ -134,10 +207,11 @@ func (h *Hub) releaseTopic(ctx context.Context, topic string) {
 	}
 }
 
-// Join adds c to room. c gets its own join at once; the room's other members
-// get it through the broker, or in the next presence event if the room is
-// big.
-func (h *Hub) Join(ctx context.Context, c *Client, room string) error {
+// Join adds c to room. c gets its own join at once, with the room's last
+// position, followed by the room's last messages up to that position if it
+// asked for them (last > 0). The room's other members get the join through
+// the broker, or in the next presence event if the room is big.
+func (h *Hub) Join(ctx context.Context, c *Client, room string, last int) error {
 	c.mu.Lock()
 	switch {
 	case c.gone:
@@ -178,10 +252,27 @@ func (h *Hub) Join(ctx context.Context, c *Client, room string) error {
 		return nil
 	}
 	c.joining = slices.DeleteFunc(c.joining, func(r string) bool { return r == room })
-	n, announce := h.addMember(c, room, ch, func(online int) protocol.Frame {
-		return h.membershipFrame(protocol.EventJoin, c.user, room, online)
-	})
+	s := h.subs.stream(roomTopic(room))
+	if last > 0 {
+		c.hold()
+	}
+	s.mu.Lock()
+	at := s.last
+	var own func(int) protocol.Frame
+	if last == 0 {
+		own = func(online int) protocol.Frame { return h.ownJoinFrame(c.user, room, online, at) }
+	}
+	n, announce := h.addMember(c, room, ch, own)
+	s.mu.Unlock()
 	c.mu.Unlock()
+	if last > 0 {
+		frames := append([]protocol.Frame{h.ownJoinFrame(c.user, room, n, at)}, h.latest(ctx, room, at, last)...)
+		sent, dropped := c.release(frames)
+		h.obs.Delivered(sent)
+		if dropped > 0 {
+			h.obs.Dropped("not_queued", dropped)
+		}
+	}
 	if announce {
 		h.announce(ctx, c, protocol.EventJoin, room, n)
 	}
@@ -192,13 +283,18 @@ func (h *Hub) Join(ctx context.Context, c *Client, room string) error {
 // unregistered meanwhile. Nobody was told of the join, so nobody is told of
 // the leave, but a big room's next presence event counts both.
 func (h *Hub) undoJoin(ctx context.Context, room string) {
+	h.uncount(ctx, room)
+	h.releaseTopic(ctx, roomTopic(room))
+}
+
+// uncount counts a leave for a join that never happened.
+func (h *Hub) uncount(ctx context.Context, room string) {
 	ch, err := h.counter.Add(ctx, room, -1)
 	if err != nil {
 		h.log.Warn("leave not counted across the cluster", "room", room, "err", err)
 	} else if ch.Coalesced {
 		h.markPresence(room)
 	}
-	h.releaseTopic(ctx, roomTopic(room))
 }
 
 // forget gives back the slot of a room whose join was refused.
@@ -257,7 +353,8 @@ func (h *Hub) countJoin(ctx context.Context, name string) (presence.Change, erro
 }
 
 // addMember adds c to room, its join already counted as ch, and, under the
-// room's lock so that nothing overtakes it, queues ownFrame(online) for c.
+// room's lock so that nothing overtakes it, queues ownFrame(online) for c
+// unless ownFrame is nil (c is held: its own frames go out on release).
 // It reports the count and whether the others should hear of the join one
 // by one.
 func (h *Hub) addMember(c *Client, name string, ch presence.Change, ownFrame func(online int) protocol.Frame) (online int, announce bool) {
@@ -269,7 +366,9 @@ func (h *Hub) addMember(c *Client, name string, ch presence.Change, ownFrame fun
 			continue
 		}
 		r.members[c] = struct{}{}
-		h.sendDirect(c, ownFrame(ch.Online))
+		if ownFrame != nil {
+			h.sendDirect(c, ownFrame(ch.Online))
+		}
 		r.mu.Unlock()
 		return ch.Online, !ch.Coalesced
 	}
@@ -346,11 +445,13 @@ func (h *Hub) announce(ctx context.Context, c *Client, event, room string, onlin
 	}
 }
 
-func (h *Hub) welcomeFrame(c *Client, online int) protocol.Frame {
-	return h.mustEncode(protocol.Welcome{
-		Type: protocol.TypeSystem, Event: protocol.EventWelcome, User: c.user, Node: h.opts.Node,
-		Room: protocol.Lobby, Online: online,
-		Data: fmt.Sprintf("欢迎 %s，当前在线: %d (%s)", c.user, online, protocol.Lobby),
+// ownJoinFrame confirms a client's own join, with the room's position from
+// which it receives the room's messages.
+func (h *Hub) ownJoinFrame(user, room string, online int, at uint64) protocol.Frame {
+	return h.mustEncode(protocol.Membership{
+		Type: protocol.TypeSystem, Event: protocol.EventJoin, User: user, Room: room, Online: online,
+		Data: fmt.Sprintf("新用户加入，当前在线: %d (%s joined %s)", online, user, room),
+		Seq:  &at,
 	})
 }
 

@@ -62,13 +62,13 @@ func TestJoinAndLeaveMistakes(t *testing.T) {
 	f := newFixture(t, hub.Options{})
 	a, _ := f.register("alice")
 	ctx := context.Background()
-	wantCode(t, f.hub.Join(ctx, a, "lobby"), protocol.ErrAlreadyMember)
+	wantCode(t, f.hub.Join(ctx, a, "lobby", 0), protocol.ErrAlreadyMember)
 	wantCode(t, f.hub.Leave(ctx, a, "r"), protocol.ErrNotMember)
 	wantCode(t, f.chat(a, "r", "hi"), protocol.ErrNotMember)
 	for i := 1; i < protocol.MaxRooms; i++ { // lobby is the first
 		f.join(a, fmt.Sprintf("r%d", i))
 	}
-	wantCode(t, f.hub.Join(ctx, a, "one-too-many"), protocol.ErrTooManyRooms)
+	wantCode(t, f.hub.Join(ctx, a, "one-too-many", 0), protocol.ErrTooManyRooms)
 }
 
 // The node subscribes to a topic while something local needs it, once:
@@ -192,7 +192,7 @@ func TestRefusedJoinLeavesNothingBehind(t *testing.T) {
 			a, aConn := f.register("alice")
 
 			tc.fail(f)
-			wantCode(t, f.hub.Join(context.Background(), a, "r"), protocol.ErrUnavailable)
+			wantCode(t, f.hub.Join(context.Background(), a, "r", 0), protocol.ErrUnavailable)
 			wantMemberships(t, "alice", aConn.take())
 			wantCode(t, f.chat(a, "r", "hi"), protocol.ErrNotMember)
 			wantCode(t, f.hub.Leave(context.Background(), a, "r"), protocol.ErrNotMember)
@@ -245,7 +245,7 @@ func TestUnregisterDuringJoinLeavesNoDeadMember(t *testing.T) {
 			joined := make(chan struct{})
 			go func() {
 				defer close(joined)
-				f.hub.Join(context.Background(), a, "r")
+				f.hub.Join(context.Background(), a, "r", 0)
 			}()
 			g.waitArrival(t)
 			// The connection closes mid-join. Unregister may wait for the
@@ -306,7 +306,7 @@ func TestBrokerFailuresAreLoggedWithTheirCause(t *testing.T) {
 		}
 		return nil
 	}, nil)
-	wantCode(t, f.hub.Join(context.Background(), a, "r"), protocol.ErrUnavailable)
+	wantCode(t, f.hub.Join(context.Background(), a, "r", 0), protocol.ErrUnavailable)
 
 	f.broker.setHooks(nil, func(topic string) error { return errors.New("publish: i/o timeout") })
 	wantCode(t, f.chat(a, "lobby", "hi"), protocol.ErrUnavailable)

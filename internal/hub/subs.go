@@ -9,22 +9,35 @@ import (
 // local needs it: a room's topic while the room has local members, a user's
 // while the user has local connections. Broker calls may be network round
 // trips, so they run under the topic's own lock, never a hub-wide one.
+//
+// A subscription carries its topic's stream: the position this node has
+// delivered, read from the broker when the subscription is made.
 type subscriptions struct {
-	broker  Broker
-	handler func(topic string, payload []byte)
+	hub *Hub
 
 	mu     sync.Mutex
 	topics map[string]*subscription
 }
 
 type subscription struct {
-	mu   sync.Mutex // held across the broker call
-	refs int
-	dead bool // removed from topics; acquire must start over
+	mu     sync.Mutex // held across the broker calls
+	refs   int
+	dead   bool    // removed from topics; acquire must start over
+	stream *stream // set before the broker is asked, so nothing is missed
 }
 
-func newSubscriptions(b Broker, h func(string, []byte)) *subscriptions {
-	return &subscriptions{broker: b, handler: h, topics: make(map[string]*subscription)}
+func newSubscriptions(h *Hub) *subscriptions {
+	return &subscriptions{hub: h, topics: make(map[string]*subscription)}
+}
+
+// stream returns topic's stream, or nil when the node is not subscribed.
+func (s *subscriptions) stream(topic string) *stream {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sub := s.topics[topic]; sub != nil {
+		return sub.stream
+	}
+	return nil
 }
 
 // acquire takes a reference on topic, subscribing if it is the first.
@@ -33,7 +46,7 @@ func (s *subscriptions) acquire(ctx context.Context, topic string) error {
 		s.mu.Lock()
 		sub := s.topics[topic]
 		if sub == nil {
-			sub = &subscription{}
+			sub = &subscription{stream: &stream{topic: topic}}
 			s.topics[topic] = sub
 		}
 		s.mu.Unlock()
@@ -44,7 +57,13 @@ func (s *subscriptions) acquire(ctx context.Context, topic string) error {
 			continue
 		}
 		if sub.refs == 0 {
-			if err := s.broker.Subscribe(ctx, topic, s.handler); err != nil {
+			err := s.hub.broker.Subscribe(ctx, topic, s.hub.deliver)
+			if err == nil {
+				if err = s.hub.initStream(ctx, sub.stream); err != nil {
+					_ = s.hub.broker.Unsubscribe(context.WithoutCancel(ctx), topic)
+				}
+			}
+			if err != nil {
 				s.removeLocked(topic, sub)
 				sub.mu.Unlock()
 				return err
@@ -79,7 +98,7 @@ func (s *subscriptions) release(ctx context.Context, topic string) error {
 	// meanwhile waits on sub.mu, finds it dead and subscribes afresh, after
 	// this unsubscribe, never before it (which would leave it subscribed to
 	// nothing).
-	err := s.broker.Unsubscribe(ctx, topic)
+	err := s.hub.broker.Unsubscribe(ctx, topic)
 	s.removeLocked(topic, sub)
 	return err
 }
@@ -87,6 +106,10 @@ func (s *subscriptions) release(ctx context.Context, topic string) error {
 // removeLocked marks sub dead and forgets it. sub.mu must be held.
 func (s *subscriptions) removeLocked(topic string, sub *subscription) {
 	sub.dead = true
+	sub.stream.mu.Lock()
+	sub.stream.dead = true
+	sub.stream.pending = nil
+	sub.stream.mu.Unlock()
 	s.mu.Lock()
 	if s.topics[topic] == sub {
 		delete(s.topics, topic)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/relay/relay/internal/broker"
+	"github.com/relay/relay/internal/protocol"
 )
 
 func TestWireRoundTrip(t *testing.T) {
@@ -64,21 +65,21 @@ func TestDeliverSkipsExceptOnlyFromItsOwnNode(t *testing.T) {
 	h := New(Options{Node: "n1"}, br)
 	defer h.Close()
 	conn := &recConn{}
-	c, err := h.Register(t.Context(), conn, "alice")
+	c, err := h.Register(t.Context(), conn, "alice", protocol.Resume{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	conn.frames = nil
 	frame := []byte("\x81\x02{}")
-	h.deliver("room:lobby", encodeWire("n1", c.ID(), frame))
+	h.deliver("room:lobby", broker.Message{Payload: encodeWire("n1", c.ID(), frame)})
 	if len(conn.frames) != 0 {
 		t.Fatalf("own node, except alice: alice got %q", conn.frames)
 	}
-	h.deliver("room:lobby", encodeWire("n2", c.ID(), frame))
+	h.deliver("room:lobby", broker.Message{Payload: encodeWire("n2", c.ID(), frame)})
 	if len(conn.frames) != 1 || !bytes.Equal(conn.frames[0], frame) {
 		t.Fatalf("other node's except id: alice got %q, want the frame", conn.frames)
 	}
-	h.deliver("room:lobby", []byte("garbage"))
+	h.deliver("room:lobby", broker.Message{Payload: []byte("garbage")})
 	if len(conn.frames) != 1 {
 		t.Fatalf("malformed broker message delivered: %q", conn.frames)
 	}

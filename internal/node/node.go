@@ -60,10 +60,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	}
 
 	var counter *presence.Redis // nil: the hub counts its own members
+	history := broker.HistoryOptions{Size: cfg.HistorySize, TTL: cfg.HistoryTTL}
 	if cfg.RedisURL == "" {
-		n.broker = broker.NewMemory()
+		n.broker = broker.NewMemory(broker.WithHistory(history))
 	} else {
-		rb, err := broker.NewRedis(broker.RedisOptions{URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, Logger: log})
+		rb, err := broker.NewRedis(broker.RedisOptions{URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, History: history, Logger: log})
 		if err != nil {
 			return nil, err
 		}
@@ -82,6 +83,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 		PresenceInterval: cfg.PresenceInterval,
 		Logger:           log,
 		Observer:         n.metrics,
+		HoldBytes:        cfg.SendQueueBytes,
 	}
 	if counter != nil {
 		opts.Counter = counter

@@ -21,12 +21,14 @@ type ClientFrame struct {
 	Type string
 	Room string          // set for message, join and leave
 	Data json.RawMessage // set for message: any JSON value
+	Last int             // join: how many of the room's latest messages to replay
 }
 
 type clientEnvelope struct {
 	Type string          `json:"type"`
 	Room *string         `json:"room"`
 	Data json.RawMessage `json:"data"`
+	Last int             `json:"last"`
 }
 
 // DecodeClient decodes one text frame. A frame whose first non-whitespace
@@ -73,6 +75,10 @@ func DecodeClient(b []byte) (ClientFrame, *Error) {
 		if env.Room == nil {
 			return ClientFrame{}, &Error{ErrBadRoom, env.Type + " needs a room"}
 		}
+		if env.Last < 0 || env.Last > MaxLast || (env.Last != 0 && env.Type != TypeJoin) {
+			return ClientFrame{}, &Error{ErrBadJSON, fmt.Sprintf("last: a join may ask for 0 to %d messages", MaxLast)}
+		}
+		f.Last = env.Last
 	case "":
 		return ClientFrame{}, &Error{ErrUnknownType, "missing type"}
 	default:

@@ -33,6 +33,13 @@ type Welcome struct {
 	Room   string `json:"room"`
 	Online int    `json:"online"`
 	Data   string `json:"data"`
+	// Epoch and Seq: where the client starts in each of its streams.
+	Epoch string            `json:"epoch,omitempty"`
+	Seq   map[string]uint64 `json:"seq,omitempty"`
+	// Recovered and Missed answer a resume: whether every listed stream
+	// was filled, and which were not.
+	Recovered *bool    `json:"recovered,omitempty"`
+	Missed    []string `json:"missed,omitempty"`
 }
 
 // Membership is a join or leave in a room.
@@ -43,6 +50,9 @@ type Membership struct {
 	Room   string `json:"room"`
 	Online int    `json:"online"`
 	Data   string `json:"data"`
+	// Seq, on a client's own join only: the room's last position when it
+	// joined. Messages after it reach the client.
+	Seq *uint64 `json:"seq,omitempty"`
 }
 
 // Presence summarises membership changes in a room too big for per-member

@@ -107,13 +107,13 @@ func (s *Server) notify(c *gin.Context) (int, gin.H) {
 
 	ctx, cancel := context.WithTimeout(c.Request.Context(), 5*time.Second)
 	defer cancel()
-	id, err := s.hub.Notify(ctx, to, *req.Message)
+	id, pos, err := s.hub.Notify(ctx, to, *req.Message)
 	if err != nil {
 		s.metrics.PublishErrors.Inc()
 		s.log.Warn("notify not accepted", "err", err)
 		return http.StatusServiceUnavailable, gin.H{"error": "message broker unavailable; the notification was not sent"}
 	}
-	return http.StatusOK, gin.H{"success": true, "id": id}
+	return http.StatusOK, gin.H{"success": true, "id": id, "seq": pos.Seq, "epoch": pos.Epoch}
 }
 
 func describeBodyError(err error, maxMessage int) string {
@@ -134,4 +134,62 @@ func describeBodyError(err error, maxMessage int) string {
 func quote(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
+}
+
+// maxHistoryPage bounds one GET /api/history answer.
+const maxHistoryPage = 1000
+
+// handleHistory answers GET /api/history?room=R (or user=U, or neither for
+// the broadcast stream)&since=N&limit=M: the stream's epoch and latest
+// position, and its messages after since as clients got them.
+func (s *Server) handleHistory(c *gin.Context) {
+	if !s.apiKey.Check(c.Request) {
+		jsonError(c, http.StatusUnauthorized, "missing or invalid API key (Authorization: Bearer <key>)")
+		return
+	}
+	q := c.Request.URL.Query()
+	var of hub.Target
+	room, user := q.Get("room"), q.Get("user")
+	switch {
+	case room != "" && user != "":
+		jsonError(c, http.StatusBadRequest, "give room or user, not both")
+		return
+	case q.Has("room") && !protocol.ValidRoom(room):
+		jsonError(c, http.StatusBadRequest, "room names are 1-64 of A-Z a-z 0-9 _ - . :")
+		return
+	case q.Has("user") && (user == "" || len(user) > maxUserName):
+		jsonError(c, http.StatusBadRequest, fmt.Sprintf("user must be 1-%d bytes", maxUserName))
+		return
+	}
+	of.Room, of.User = room, user
+	since, limit := uint64(0), 100
+	if v := q.Get("since"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			jsonError(c, http.StatusBadRequest, "since must be a position (an integer >= 0)")
+			return
+		}
+		since = n
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > maxHistoryPage {
+			jsonError(c, http.StatusBadRequest, fmt.Sprintf("limit must be 0-%d", maxHistoryPage))
+			return
+		}
+		limit = n
+	}
+	ctx, cancel := context.WithTimeout(c.Request.Context(), 5*time.Second)
+	defer cancel()
+	hist, err := s.hub.History(ctx, of, since, limit)
+	if err != nil {
+		s.log.Warn("history unavailable", "err", err)
+		jsonError(c, http.StatusServiceUnavailable, "message broker unavailable")
+		return
+	}
+	msgs := make([]json.RawMessage, len(hist.Entries))
+	for i, e := range hist.Entries {
+		msgs[i] = e.Data
+	}
+	c.JSON(http.StatusOK, gin.H{"epoch": hist.Epoch, "seq": hist.Seq, "messages": msgs})
 }

@@ -34,6 +34,11 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, status, msg)
 		return
 	}
+	from, rerr := protocol.ParseResume(r.URL.Query())
+	if rerr != nil {
+		s.rejectAs(w, http.StatusBadRequest, "bad_resume", rerr.Error())
+		return
+	}
 	if !s.reserveConn() {
 		s.reject(w, http.StatusServiceUnavailable, "connection limit reached")
 		return
@@ -64,7 +69,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	conn := up.Conn()
 
 	ctx, cancel := context.WithTimeout(context.Background(), brokerTimeout)
-	client, err := s.hub.Register(ctx, conn, user)
+	client, err := s.hub.Register(ctx, conn, user, from)
 	cancel()
 	if err != nil {
 		s.log.Warn("register failed", "user", user, "err", err)
@@ -135,6 +140,12 @@ func (s *Server) reject(w http.ResponseWriter, status int, msg string) {
 		http.StatusForbidden: "origin", http.StatusServiceUnavailable: "unavailable",
 		http.StatusUpgradeRequired: "not_websocket",
 	}[status]
+	s.rejectAs(w, status, reason, msg)
+}
+
+// rejectAs answers a refused upgrade with status and a JSON error, counted
+// under reason.
+func (s *Server) rejectAs(w http.ResponseWriter, status int, reason, msg string) {
 	s.metrics.Rejected.WithLabelValues(reason).Inc()
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(status)
@@ -295,7 +306,7 @@ func (s *Server) handleFrame(c *hub.Client, data []byte) {
 	case protocol.TypeMessage:
 		err = s.hub.Chat(ctx, c, f.Room, f.Data)
 	case protocol.TypeJoin:
-		err = s.hub.Join(ctx, c, f.Room)
+		err = s.hub.Join(ctx, c, f.Room, f.Last)
 	case protocol.TypeLeave:
 		err = s.hub.Leave(ctx, c, f.Room)
 	}

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/relay/relay/internal/protocol"
 )
 
 // Wait is how long a test waits for a frame before failing.
@@ -34,8 +36,15 @@ type Frame struct {
 	TS     int64           `json:"ts"`
 	Code   string          `json:"code"`
 	Error  string          `json:"error"`
-	Raw    string          `json:"-"`
-	At     time.Time       `json:"-"` // when the client read it
+	// Streams: Seq is a number in stream frames and own joins, an object
+	// in the welcome; both forms are in In.Seq.
+	Epoch     string           `json:"epoch"`
+	Stream    string           `json:"stream"`
+	Recovered *bool            `json:"recovered"`
+	Missed    []string         `json:"missed"`
+	In        protocol.InFrame `json:"-"`
+	Raw       string           `json:"-"`
+	At        time.Time        `json:"-"` // when the client read it
 }
 
 func (f Frame) String() string { return f.Raw }
@@ -112,6 +121,7 @@ func (c *Client) readLoop() {
 		if err := json.Unmarshal(b, &f); err != nil {
 			c.t.Errorf("server sent invalid JSON %q: %v", b, err)
 		}
+		_ = json.Unmarshal(b, &f.In)
 		c.Frames <- f
 	}
 }
@@ -258,6 +268,9 @@ func IsNote(text string) func(Frame) bool {
 func IsError(code string) func(Frame) bool {
 	return func(f Frame) bool { return f.Type == "error" && f.Code == code }
 }
+
+// Seq is a stream frame's position, 0 if it has none.
+func (f Frame) Seq() uint64 { return f.In.Seq.N }
 
 // IsPong matches a pong.
 func IsPong(f Frame) bool { return f.Type == "pong" }
