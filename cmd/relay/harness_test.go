@@ -64,6 +64,19 @@ func listenAddr(t testing.TB, out *syncBuffer) string {
 	return addr
 }
 
+// term ends the node as an orchestrator does (SIGTERM: drain, 1012 to
+// every client) and waits for it to exit.
+func (p *proc) term() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	_ = p.cmd.Wait()
+	p.cmd = nil
+}
+
 // kill ends the node with SIGKILL: no goodbye to anyone. Idempotent.
 func (p *proc) kill() {
 	p.mu.Lock()
@@ -96,37 +109,73 @@ func waitHTTP(t testing.TB, url string, status int, out fmt.Stringer) {
 type cluster struct {
 	redis *redistest.Server
 	nodes []*proc
+	links []*testkit.Proxy // node i's link to Redis, when proxied
 	lb    *nginxtest.Server
+}
+
+// clusterOptions vary the loopback cluster for fault tests.
+type clusterOptions struct {
+	persistent bool // Redis with append-only persistence, as compose runs it
+	proxied    bool // each node reaches Redis through a proxy the test controls
+	noNginx    bool
 }
 
 const clusterAPIKey = "cluster-key"
 
 func startCluster(t testing.TB, env ...string) *cluster {
 	t.Helper()
-	c := startBackplane(t, env...)
-	var addrs []string
-	for _, p := range c.nodes {
-		addrs = append(addrs, p.addr)
-	}
-	c.lb = nginxtest.Start(t, addrs...)
-	return c
+	return startClusterWith(t, clusterOptions{}, env...)
 }
 
 // startBackplane is startCluster without nginx.
 func startBackplane(t testing.TB, env ...string) *cluster {
 	t.Helper()
-	c := &cluster{redis: redistest.Start(t)}
+	return startClusterWith(t, clusterOptions{noNginx: true}, env...)
+}
+
+func startClusterWith(t testing.TB, o clusterOptions, env ...string) *cluster {
+	t.Helper()
+	c := &cluster{}
+	if o.persistent {
+		c.redis = redistest.StartPersistent(t)
+	} else {
+		c.redis = redistest.Start(t)
+	}
 	env = append([]string{
-		"RELAY_REDIS_URL=" + c.redis.URL(),
 		"RELAY_API_KEY=" + clusterAPIKey,
 		"RELAY_TRUSTED_PROXIES=127.0.0.1",
 		"RELAY_RATE_LIMIT=0",
 	}, env...)
 	for i := range 3 {
-		c.nodes = append(c.nodes, startNode(t, fmt.Sprintf("node-%d", i+1), env...))
+		url := c.redis.URL()
+		if o.proxied {
+			link := testkit.StartProxy(t, c.redis.Addr())
+			c.links = append(c.links, link)
+			url = "redis://" + link.Addr + "/0"
+		}
+		c.nodes = append(c.nodes, startNode(t, fmt.Sprintf("node-%d", i+1), append([]string{"RELAY_REDIS_URL=" + url}, env...)...))
 	}
 	for _, p := range c.nodes {
 		waitHTTP(t, p.url()+"/readyz", 200, p.out)
 	}
+	if !o.noNginx {
+		var addrs []string
+		for _, p := range c.nodes {
+			addrs = append(addrs, p.addr)
+		}
+		c.lb = nginxtest.Start(t, addrs...)
+	}
 	return c
+}
+
+// node returns the cluster's node with id.
+func (c *cluster) node(t testing.TB, id string) *proc {
+	t.Helper()
+	for _, p := range c.nodes {
+		if p.id == id {
+			return p
+		}
+	}
+	t.Fatalf("no node %q", id)
+	return nil
 }
