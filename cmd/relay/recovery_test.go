@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relay/relay/internal/protocol"
 	"github.com/relay/relay/internal/testkit"
 	"github.com/relay/relay/internal/wstest"
 )
@@ -283,4 +284,45 @@ func TestRecoveryGapPastHistoryIsAnnounced(t *testing.T) {
 	}
 	post(t, n2.url(), `{"message":"after","room":"ops"}`)
 	cut.Expect("live delivery after the gap", wstest.IsNote("after"))
+}
+
+// Redis restarted without its data: history is gone, and relay says so
+// instead of pretending. Connected clients get a gap frame with the new
+// epoch; a client resuming from the old epoch is told every stream it lists
+// was missed; and the new epoch's messages flow, numbered from 1.
+func TestRecoveryRedisRestartEmptyIsHonest(t *testing.T) {
+	t.Parallel()
+	c := startClusterWith(t, clusterOptions{noNginx: true})
+	n1, n2 := c.nodes[0], c.nodes[1]
+	var pos protocol.Positions
+	away := wstest.Dial(t, n1.ws("name=away"), nil)
+	w := away.Welcome()
+	if _, err := pos.Observe(w.In); err != nil {
+		t.Fatal(err)
+	}
+	stay := wstest.Dial(t, n2.ws("name=stay"), nil)
+	old := stay.Welcome().Epoch
+	post(t, n1.url(), `{"message":"before"}`)
+	stay.Expect("before", wstest.IsNote("before"))
+	_ = away.WS.CloseNow()
+
+	c.redis.Kill()
+	c.redis.Restart()
+	gap := stay.Expect("a gap frame for the lost epoch", func(f wstest.Frame) bool { return f.Event == "gap" })
+	if gap.Epoch == old || gap.Seq() != 0 {
+		t.Fatalf("gap after Redis lost its data: %s, want a new epoch from 0", gap.Raw)
+	}
+	testkit.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if status, body := post(t, n1.url(), `{"message":"new epoch"}`); status != 200 || body["seq"] != 1.0 {
+			return fmt.Errorf("notify after the restart: %d %v, want 200 at seq 1", status, body)
+		}
+		return nil
+	})
+	if f := stay.Expect("the first message of the new epoch", wstest.IsNote("new epoch")); f.Seq() != 1 {
+		t.Fatalf("first message after the reset: %s", f.Raw)
+	}
+	back := wstest.Dial(t, n2.ws("name=away&"+pos.Query()), nil)
+	if w := back.Welcome(); w.Recovered == nil || *w.Recovered || len(w.Missed) != 3 || w.Epoch == old {
+		t.Fatalf("resume from the lost epoch: %s, want recovered false, all three streams missed", w.Raw)
+	}
 }
