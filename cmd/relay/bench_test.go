@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -21,7 +22,11 @@ import (
 //
 // It sends at a fixed rate so that latency is not queueing behind a burst.
 func BenchmarkClusterFanout(b *testing.B) {
-	const perNode, rate = 50, 200 // receivers per node, messages per second
+	const perNode = 50 // receivers per node
+	rate := 200        // messages per second; RELAY_BENCH_RATE overrides
+	if v, err := strconv.Atoi(os.Getenv("RELAY_BENCH_RATE")); err == nil && v > 0 {
+		rate = v
+	}
 	c := startBackplane(b, "RELAY_LOG_LEVEL=error")
 	ctx := context.Background()
 
@@ -86,7 +91,7 @@ func BenchmarkClusterFanout(b *testing.B) {
 
 	b.ResetTimer()
 	start := time.Now()
-	tick := time.NewTicker(time.Second / rate)
+	tick := time.NewTicker(time.Second / time.Duration(rate))
 	for i := range b.N {
 		<-tick.C
 		msg := `{"type":"message","data":[` + strconv.Itoa(i) + "," + strconv.FormatInt(time.Now().UnixNano(), 10) + "]}"
