@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
 	"github.com/relay/relay/internal/broker"
 	"github.com/relay/relay/internal/redistest"
 	"github.com/relay/relay/internal/testkit"

@@ -66,10 +66,10 @@ func TestRedisOutageAndResubscribe(t *testing.T) {
 	if err := pub.Publish(ctx, "outage", []byte("before")); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "delivery before the outage", func() bool { return got.Load() == 1 })
+	waitFor(t, "delivery before the outage", func() bool { return got.Load() == 1 })
 
 	srv.Kill()
-	waitUntil(t, "Ready to report the outage", func() bool { return sub.Ready(ctx) != nil })
+	waitFor(t, "Ready to report the outage", func() bool { return sub.Ready(ctx) != nil })
 	start := time.Now()
 	if err := pub.Publish(ctx, "outage", []byte("lost")); err == nil {
 		t.Fatal("Publish succeeded with Redis down")
@@ -82,7 +82,7 @@ func TestRedisOutageAndResubscribe(t *testing.T) {
 	}
 
 	srv.Restart()
-	waitUntil(t, "Ready after Redis is back", func() bool { return sub.Ready(ctx) == nil && pub.Ready(ctx) == nil })
+	waitFor(t, "Ready after Redis is back", func() bool { return sub.Ready(ctx) == nil && pub.Ready(ctx) == nil })
 	resumed := time.Now()
 	for i := 0; got.Load() < 2; i++ {
 		if err := pub.Publish(ctx, "outage", fmt.Appendf(nil, "after %d", i)); err != nil {
@@ -92,16 +92,5 @@ func TestRedisOutageAndResubscribe(t *testing.T) {
 			t.Fatal("no delivery within 5s of Redis returning: not resubscribed")
 		}
 		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

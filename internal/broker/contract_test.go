@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/relay/relay/internal/broker"
+	"github.com/relay/relay/internal/testkit"
 )
 
 func TestMemoryBroker(t *testing.T) {
@@ -543,13 +544,12 @@ const waitTimeout = 15 * time.Second
 // waitFor polls cond until it holds or waitTimeout passes.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", waitTimeout, what)
+	testkit.CheckFor(t, waitTimeout, time.Millisecond, func() error {
+		if !cond() {
+			return errors.New("waiting for " + what)
 		}
-		time.Sleep(time.Millisecond)
-	}
+		return nil
+	})
 }
 
 var topicSeq atomic.Uint64

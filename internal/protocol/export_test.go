@@ -1,14 +1,7 @@
 package protocol
 
-// Test-only API: the package's tests read frames back and build them from
-// raw payloads; relay itself only encodes.
-
-// TextFrame wraps an already-encoded JSON payload in a WebSocket text frame.
-func TextFrame(payload []byte) Frame {
-	b := make([]byte, maxHeader+len(payload))
-	copy(b[maxHeader:], payload)
-	return frameInPlace(b)
-}
+// Test-only API: the package's tests read frames back; relay itself only
+// encodes.
 
 // Payload returns the JSON inside the frame.
 func (f Frame) Payload() []byte {

@@ -394,13 +394,13 @@ func lengthForm(n int) int {
 
 var frameSizes = []int{0, 1, 124, 125, 126, 127, 1000, 65534, 65535, 65536, 65537, 1 << 20}
 
-func TestTextFrame(t *testing.T) {
+func TestFrameJSON(t *testing.T) {
 	t.Parallel()
 	for _, n := range frameSizes {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
 			t.Parallel()
 			payload := bytes.Repeat([]byte("x"), n)
-			f := protocol.TextFrame(payload)
+			f := protocol.FrameJSON(payload)
 			if got, want := len(f), lengthForm(n)+n; got != want {
 				t.Fatalf("len(frame) = %d; want %d", got, want)
 			}
@@ -414,10 +414,10 @@ func TestTextFrame(t *testing.T) {
 	}
 }
 
-func TestTextFrameCopiesPayload(t *testing.T) {
+func TestFrameJSONCopiesPayload(t *testing.T) {
 	t.Parallel()
 	payload := []byte(`{"type":"pong"}`)
-	f := protocol.TextFrame(payload)
+	f := protocol.FrameJSON(payload)
 	payload[2] = 'X'
 	if got := string(f.Payload()); got != `{"type":"pong"}` {
 		t.Fatalf("TextFrame aliases its input: payload now %q", got)
@@ -638,7 +638,7 @@ func TestFramesReadByWebSocketClient(t *testing.T) {
 	var want [][]byte
 	for _, n := range frameSizes {
 		p := bytes.Repeat([]byte("z"), n)
-		frames = append(frames, protocol.TextFrame(p))
+		frames = append(frames, protocol.FrameJSON(p))
 		want = append(want, p)
 	}
 	for _, n := range []int{2, 125, 126, 65535, 65536} {

@@ -3,7 +3,6 @@ package wsconn_test
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/http"
@@ -17,6 +16,8 @@ import (
 	"github.com/coder/websocket"
 	"go.uber.org/goleak"
 
+	"github.com/relay/relay/internal/protocol"
+	"github.com/relay/relay/internal/testkit"
 	"github.com/relay/relay/internal/wsconn"
 )
 
@@ -146,13 +147,12 @@ func waitGroup(t *testing.T, wg *sync.WaitGroup, d time.Duration, what string) {
 // eventually polls cond until it holds or d has passed.
 func eventually(t *testing.T, d time.Duration, cond func() bool, format string, args ...any) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s", d, fmt.Sprintf(format, args...))
+	testkit.CheckFor(t, d, 2*time.Millisecond, func() error {
+		if !cond() {
+			return fmt.Errorf(format, args...)
 		}
-		time.Sleep(2 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // waitDone waits for the server side of sc to close.
@@ -163,21 +163,6 @@ func waitDone(t *testing.T, sc serverConn, d time.Duration, what string) {
 	case <-time.After(d):
 		t.Fatalf("%s: server side not closed within %v", what, d)
 	}
-}
-
-// textFrame wraps payload in an unmasked WebSocket text frame, as relay's
-// own frames are (protocol.Encode does it for JSON values).
-func textFrame(payload []byte) []byte {
-	var h []byte
-	switch n := len(payload); {
-	case n < 126:
-		h = []byte{0x81, byte(n)}
-	case n <= 0xffff:
-		h = binary.BigEndian.AppendUint16([]byte{0x81, 126}, uint16(n))
-	default:
-		h = binary.BigEndian.AppendUint64([]byte{0x81, 127}, uint64(n))
-	}
-	return append(h, payload...)
 }
 
 func payload(i int) []byte { return []byte(fmt.Sprintf(`{"n":%d}`, i)) }
@@ -268,7 +253,7 @@ func TestSendDeliversInOrder(t *testing.T) {
 	sendErr := make(chan error, 1)
 	go func() {
 		for i := range n {
-			if !sc.Send(textFrame(payload(i))) {
+			if !sc.Send(protocol.FrameJSON(payload(i))) {
 				sendErr <- fmt.Errorf("Send %d returned false", i)
 				return
 			}
@@ -292,7 +277,7 @@ func TestBatchesFramesQueuedTogether(t *testing.T) {
 	// Queue every frame before the client reads anything.
 	const n = 200
 	for i := range n {
-		if !sc.Send(textFrame(payload(i))) {
+		if !sc.Send(protocol.FrameJSON(payload(i))) {
 			t.Fatalf("Send %d returned false", i)
 		}
 	}
@@ -318,14 +303,14 @@ func TestCloseWithSendsQueuedFramesThenClose(t *testing.T) {
 
 	const n = 50
 	for i := range n {
-		if !sc.Send(textFrame(payload(i))) {
+		if !sc.Send(protocol.FrameJSON(payload(i))) {
 			t.Fatalf("Send %d returned false", i)
 		}
 	}
 	const grace = 10 * time.Second // far longer than the handshake takes
 	start := time.Now()
 	sc.CloseWith(1012, "service restart", grace)
-	if sc.Send(textFrame(payload(n))) {
+	if sc.Send(protocol.FrameJSON(payload(n))) {
 		t.Error("Send after CloseWith returned true")
 	}
 	sc.CloseWith(1000, "again", grace) // no-op
@@ -351,7 +336,7 @@ func TestCloseWithSendsQueuedFramesThenClose(t *testing.T) {
 	if d := time.Since(start); d >= grace {
 		t.Errorf("socket closed after %v: the handshake did not end it before the grace period", d)
 	}
-	if sc.Send(textFrame(payload(0))) {
+	if sc.Send(protocol.FrameJSON(payload(0))) {
 		t.Error("Send after close returned true")
 	}
 }
@@ -361,7 +346,7 @@ func TestCloseWithGraceCutsClientThatDoesNotAnswer(t *testing.T) {
 	ws, sc := f.connect(t) // never reads until the socket is cut
 
 	for i := range 3 {
-		if !sc.Send(textFrame(payload(i))) {
+		if !sc.Send(protocol.FrameJSON(payload(i))) {
 			t.Fatalf("Send %d returned false", i)
 		}
 	}
@@ -393,7 +378,7 @@ func TestClientInitiatedClose(t *testing.T) {
 		t.Fatalf("client close handshake: %v", err)
 	}
 	waitDone(t, sc, 5*time.Second, "after client close")
-	if sc.Send(textFrame(payload(0))) {
+	if sc.Send(protocol.FrameJSON(payload(0))) {
 		t.Error("Send after the client closed returned true")
 	}
 }
@@ -418,7 +403,7 @@ func TestSlowClientIsClosed(t *testing.T) {
 				return
 			case <-tick.C:
 			}
-			if !healthy.Send(textFrame(payload(i))) {
+			if !healthy.Send(protocol.FrameJSON(payload(i))) {
 				return // caught below: sent stops short of received
 			}
 			sent.Add(1)
@@ -428,7 +413,7 @@ func TestSlowClientIsClosed(t *testing.T) {
 	t.Cleanup(stopSender)
 
 	_, slow := f.connect(t) // never reads
-	big := textFrame(bytes.Repeat([]byte("x"), 32<<10))
+	big := protocol.FrameJSON(bytes.Repeat([]byte("x"), 32<<10))
 	checkBound := func() {
 		t.Helper()
 		if q := slow.Queued(); q > queueBytes {
@@ -464,7 +449,7 @@ func TestSlowClientIsClosed(t *testing.T) {
 	if got := f.obs.slow.Load(); got != 1 {
 		t.Fatalf("SlowClosed called %d times, want 1", got)
 	}
-	if slow.Send(textFrame(payload(0))) {
+	if slow.Send(protocol.FrameJSON(payload(0))) {
 		t.Error("Send after the slow close returned true")
 	}
 	for !slow.isDone() {
@@ -598,10 +583,10 @@ func TestAbortClosesAtOnce(t *testing.T) {
 	r := startReader(t, ws)
 
 	for i := range 10 {
-		sc.Send(textFrame(payload(i)))
+		sc.Send(protocol.FrameJSON(payload(i)))
 	}
 	sc.Abort()
-	if sc.Send(textFrame(payload(10))) {
+	if sc.Send(protocol.FrameJSON(payload(10))) {
 		t.Error("Send after Abort returned true")
 	}
 	sc.Abort()                                  // idempotent
@@ -626,7 +611,7 @@ func TestClientPingGetsPong(t *testing.T) {
 	go func() {
 		defer close(sendDone)
 		for i := range n {
-			if !sc.Send(textFrame(payload(i))) {
+			if !sc.Send(protocol.FrameJSON(payload(i))) {
 				return
 			}
 			if i%50 == 0 {
@@ -672,7 +657,7 @@ func TestPoolClose(t *testing.T) {
 	stuckWS, stuck := f.connect(t)
 	clients = append(clients, stuckWS)
 	conns = append(conns, stuck)
-	big := textFrame(bytes.Repeat([]byte("x"), 1<<20))
+	big := protocol.FrameJSON(bytes.Repeat([]byte("x"), 1<<20))
 	for range 128 {
 		if !stuck.Send(big) {
 			t.Fatal("Send to the stuck client returned false")
@@ -692,7 +677,7 @@ func TestPoolClose(t *testing.T) {
 	}
 	for i, sc := range conns {
 		waitDone(t, sc, 2*time.Second, fmt.Sprintf("conn %d after Pool.Close", i))
-		if sc.Send(textFrame(payload(0))) {
+		if sc.Send(protocol.FrameJSON(payload(0))) {
 			t.Errorf("conn %d: Send after Pool.Close returned true", i)
 		}
 	}
