@@ -27,27 +27,48 @@
  *   same URL, and closes with that status and the server's error text.
  *   (That GET carries no Origin, so a 403 for the page's origin looks like
  *   an outage and is retried.)
- * - Remembers the rooms joined with join() and left with leave(), and after
- *   each reconnect restores them: it joins them again, and leaves lobby if
- *   you had left it (every connection starts in lobby). That is a frame per
- *   room, all at once: past the server's rate limit burst (RELAY_RATE_LIMIT
- *   x 2, 40 by default) the rest are refused with rate_limited errors.
+ * - Keeps its place in every stream it receives (relay's README, "History
+ *   and resume"): the epoch and, per stream, the last position seen: '*'
+ *   (broadcast notifications), '@' (notifications to your user), and each
+ *   room (chat and room notifications). The welcome says where a connection
+ *   starts in '*', '@' and lobby, your own join where it starts in a room,
+ *   and a gap frame where a stream goes on after messages were lost.
+ * - Reconnects as a resume: ?epoch=E&since=*:12,@:3,lobby:44,ops:17 lists
+ *   the streams it has a place in, and the node joins the listed rooms during
+ *   the handshake and sends what was missed, then live messages. So it sends
+ *   no join for those rooms; it joins (one frame each) only the rooms joined
+ *   with join() that never got a confirmation, and leaves the rooms you left
+ *   meanwhile, lobby included (every connection starts in lobby). A frame
+ *   at or before its stream's position (a duplicate) is dropped: listeners
+ *   never see it; relay.duplicates counts them.
+ * - Reports recovery: 'state' 'live' comes with {recovered, missed}:
+ *   recovered is null on a fresh connection, true when the node filled every
+ *   listed stream, false when it could not fill those in missed ('*', '@' or
+ *   room names): what was sent there while away is lost (history no longer
+ *   had it, or the node lost its history: a new epoch). Messages a resume
+ *   recovers arrive right after the welcome and the own joins, before live
+ *   ones, each with meta.from 'resume'.
  * - Hands every server frame to the listeners of its type, and server
  *   error frames to on('error'): they are never swallowed.
  *
  * Events, with on(type, fn), which returns a function that unsubscribes:
- *   'state'        (state, info) state is 'connecting', 'live', 'reconnecting'
- *                  (info: {code, reason, delay, at}) or 'closed' (info: {code, reason})
- *   'welcome'      {user, node, room: 'lobby', online}: live; relay.user and relay.node are set
- *   'join','leave' {user, room, online}
+ *   'state'        (state, info) state is 'connecting', 'live' (info: {recovered, missed}),
+ *                  'reconnecting' (info: {code, reason, delay, at}) or 'closed' (info: {code, reason})
+ *   'welcome'      {user, node, room: 'lobby', online, epoch, seq, recovered?, missed?}:
+ *                  live; relay.user and relay.node are set
+ *   'join','leave' {user, room, online}; your own join also has seq
  *   'presence'     {room, online, joined, left} (rooms too big for join/leave events)
- *   'message'      {room, user, data, id, ts}
- *   'notification' {data, room?, user?, id, ts}
+ *   'message'      (m, meta) m: {room, user, data, id, ts, seq}
+ *   'notification' (n, meta) n: {data, room?, user?, id, ts, seq}
+ *                  meta: {stream, from}: from is 'live', 'resume' (missed while away,
+ *                  recovered by a reconnect) or 'last' (a join's {last: N})
+ *   'gap'          {stream, epoch, seq}: messages of stream up to seq may be missing
+ *                  (the node could not fill a hole from history)
  *   'error'        {code, error}: the server refused a frame (see relay's README)
  *   'pong'         {}: the answer to ping()
  *   'close'        {code, reason, reconnect}: the server or the network closed the
  *                  socket; reconnect says if a retry follows (close() emits only 'state')
- *   '*'            every server frame
+ *   '*'            every server frame (duplicates excepted)
  * Browsers answer the server's WebSocket pings by themselves.
  */
 (function (global) {
@@ -58,7 +79,11 @@
   // Room names: 1 to 64 of A-Z a-z 0-9 _ - . : (as the server checks them).
   const ROOM_NAME = /^[A-Za-z0-9_.:-]{1,64}$/;
   const MAX_ROOMS = 100;
+  const MAX_LAST = 1000;
   const LOBBY = 'lobby';
+  // Streams besides rooms: broadcast notifications, and those to your user.
+  const ALL = '*';
+  const USER = '@';
 
   class Relay {
     /**
@@ -77,6 +102,15 @@
       this.user = null; // from the welcome
       this.node = null; // the node this connection is served by
       this.rooms = new Set([LOBBY]); // the rooms we want to be in
+      // Streams: the epoch of the positions, and stream -> last position
+      // received. A stream is listed here from its start (welcome, own join)
+      // until we leave it.
+      this.epoch = null;
+      this.positions = new Map();
+      this.duplicates = 0; // frames dropped as already seen
+      this._replay = new Map(); // stream -> {upTo, from}: fresh frames up to upTo are replayed, not live
+      this._last = new Map(); // room -> N asked with join(room, {last: N}), until its join is confirmed
+      this._listed = new Set(); // rooms the current connection's resume lists, until their joins arrive
       this._listeners = new Map();
       this._ws = null;
       this._timer = null;
@@ -106,27 +140,43 @@
 
     /**
      * Sends chat data (any JSON value) to room (default lobby), which you must
-     * have joined. Returns false, sending nothing, when not live: relay keeps
-     * no history, so nothing is queued for later.
+     * have joined. Returns true when it was handed to the connection, false,
+     * sending nothing, when not live: nothing is queued for later. Resume
+     * covers what you receive, not what you send: a message typed while
+     * offline could go out long after, and one sent just before a connection
+     * broke may or may not have arrived, so resending could post it twice.
+     * Chat comes back to its sender: seeing your own message (with its seq)
+     * is the proof it was posted, and it then survives your reconnects.
      */
     send(data, room = LOBBY) {
       if (data === undefined) throw new TypeError('relay: send needs data');
       return this._frame({type: 'message', room, data});
     }
 
-    /** Joins room, now if live, else as soon as the connection is. */
-    join(room) {
+    /**
+     * Joins room, now if live, else as soon as the connection is. With
+     * {last: N} (at most 1000), the node sends the room's last N messages
+     * (those its history still has) right after the join confirmation, with
+     * meta.from 'last'. After a reconnect the room is resumed, not joined
+     * again: its history is not replayed twice.
+     */
+    join(room, {last = 0} = {}) {
       checkRoom(room);
+      if (!Number.isInteger(last) || last < 0 || last > MAX_LAST) {
+        throw new RangeError(`relay: last must be an integer from 0 to ${MAX_LAST}`);
+      }
       if (this.rooms.has(room)) return;
       if (this.rooms.size >= MAX_ROOMS) throw new RangeError(`relay: at most ${MAX_ROOMS} rooms`);
       this.rooms.add(room);
-      this._frame({type: 'join', room});
+      if (last > 0) this._last.set(room, last);
+      this._frame(joinFrame(room, last));
     }
 
     /** Leaves room, now if live; it is not rejoined after a reconnect. */
     leave(room) {
       checkRoom(room);
       if (!this.rooms.delete(room)) return;
+      this._forget(room);
       this._frame({type: 'leave', room});
     }
 
@@ -148,17 +198,37 @@
       this._setState('closed', {code: 1000, reason: 'client closed'});
     }
 
+    // _resumeURL returns the URL of the next connection: with the resume
+    // query (epoch, and since: the position of '*', '@', lobby if we are in
+    // it, then each room we are in that has one) once a welcome gave an
+    // epoch. The rooms it lists are the connection's _listed.
+    _resumeURL() {
+      const u = new URL(this.url);
+      this._listed = new Set();
+      if (this.epoch === null) return u.href;
+      const pairs = [];
+      for (const name of [ALL, USER, ...this.rooms]) {
+        if (!this.positions.has(name)) continue;
+        pairs.push(`${name}:${this.positions.get(name)}`);
+        if (name !== ALL && name !== USER && name !== LOBBY) this._listed.add(name);
+      }
+      u.searchParams.set('epoch', this.epoch);
+      u.searchParams.set('since', pairs.join(','));
+      return u.href;
+    }
+
     _connect() {
       if (this._closed) return;
       this._setState('connecting', {});
-      const ws = new WebSocket(this.url);
+      const url = this._resumeURL();
+      const ws = new WebSocket(url);
       let opened = false;
       ws.onopen = () => { opened = true; };
       ws.onmessage = (ev) => this._receive(ev.data);
       ws.onclose = (ev) => {
         if (this._ws !== ws) return;
         this._ws = null;
-        this._lost(ev.code, ev.reason, opened);
+        this._lost(ev.code, ev.reason, opened, url);
       };
       this._ws = ws;
     }
@@ -171,37 +241,125 @@
         this._emit('error', {code: 'bad_frame', error: 'the server sent a frame that is not JSON'});
         return;
       }
+      const meta = this._observe(f);
+      if (!meta) {
+        this.duplicates++;
+        return;
+      }
       this._emit('*', f);
       if (f.type !== 'system') {
-        this._emit(f.type, f);
+        this._emit(f.type, f, meta);
         return;
       }
       if (f.event === 'welcome') {
         this.user = f.user;
         this.node = f.node;
         this._attempt = 0;
-        this._setState('live', {});
+        const resumed = f.recovered !== undefined;
+        this._setState('live', {recovered: resumed ? f.recovered : null, missed: f.missed || []});
         this._emit('welcome', f);
         this._restoreRooms();
         return;
       }
-      this._emit(f.event, f); // join, leave, presence
+      this._emit(f.event, f); // join, leave, presence, gap
     }
 
-    // A new connection is in lobby only: bring it to the rooms we want.
+    // _observe keeps the positions as relay's Go clients do
+    // (protocol.Positions.Observe). It returns null for a duplicate, to
+    // drop, else the frame's meta: {stream, from}.
+    _observe(f) {
+      const live = {stream: streamOf(f), from: 'live'};
+      if (f.type === 'system' && f.event === 'welcome') {
+        const seq = f.seq || {};
+        const missed = f.missed || [];
+        if (f.recovered === undefined || f.epoch !== this.epoch) {
+          // A fresh start, or history was lost: the welcome says where we
+          // start; the rooms a resume rejoins get theirs in their joins.
+          this.positions = new Map(Object.entries(seq));
+          this._replay = new Map();
+        } else {
+          // A resume: filled streams go on from where we were (the replay
+          // of what we missed follows); missed ones start afresh.
+          this._replay = new Map();
+          for (const [name, at] of Object.entries(seq)) {
+            if (!this.positions.has(name) || missed.includes(name)) this.positions.set(name, at);
+            else if (at > this.positions.get(name)) this._replay.set(name, {upTo: at, from: 'resume'});
+          }
+          for (const name of missed) {
+            if (this._listed.has(name)) this.positions.delete(name); // its join says where it starts
+          }
+        }
+        this.epoch = f.epoch === undefined ? null : f.epoch;
+        return live;
+      }
+      if (f.type === 'system' && f.event === 'join' && typeof f.seq === 'number') {
+        // Our own join: the room's position when we joined.
+        if (!this.rooms.has(f.room)) {
+          // A room the resume rejoined that we left meanwhile: the leave
+          // is on its way.
+          this._listed.delete(f.room);
+          return live;
+        }
+        const last = this._last.get(f.room);
+        if (last !== undefined) {
+          this._last.delete(f.room);
+          this.positions.set(f.room, Math.max(0, f.seq - last));
+          this._replay.set(f.room, {upTo: f.seq, from: 'last'});
+        } else if (!this.positions.has(f.room)) {
+          this.positions.set(f.room, f.seq);
+        } else if (this._listed.has(f.room) && f.seq > this.positions.get(f.room)) {
+          this._replay.set(f.room, {upTo: f.seq, from: 'resume'});
+        }
+        this._listed.delete(f.room);
+        return live;
+      }
+      if (f.type === 'system' && f.event === 'gap') {
+        if (f.epoch !== undefined) this.epoch = f.epoch;
+        this.positions.set(f.stream, f.seq);
+        this._replay.delete(f.stream);
+        return live;
+      }
+      const name = live.stream;
+      if (!name || typeof f.seq !== 'number') return live;
+      const last = this.positions.get(name);
+      if (last === undefined) return live; // a room we are not (or no longer) in
+      if (f.seq <= last) return null;
+      this.positions.set(name, f.seq);
+      const replay = this._replay.get(name);
+      if (replay && f.seq <= replay.upTo) {
+        if (f.seq === replay.upTo) this._replay.delete(name);
+        return {stream: name, from: replay.from};
+      }
+      return live;
+    }
+
+    _forget(room) {
+      this.positions.delete(room);
+      this._replay.delete(room);
+      this._last.delete(room);
+    }
+
+    // A new connection is in lobby and in the rooms its resume listed:
+    // join the others we want, leave what we no longer want.
     _restoreRooms() {
       for (const room of this.rooms) {
-        if (room !== LOBBY) this._frame({type: 'join', room});
+        if (room !== LOBBY && !this._listed.has(room)) this._frame(joinFrame(room, this._last.get(room) || 0));
       }
-      if (!this.rooms.has(LOBBY)) this._frame({type: 'leave', room: LOBBY});
+      for (const room of this._listed) {
+        if (!this.rooms.has(room)) this._frame({type: 'leave', room});
+      }
+      if (!this.rooms.has(LOBBY)) {
+        this._forget(LOBBY);
+        this._frame({type: 'leave', room: LOBBY});
+      }
     }
 
-    async _lost(code, reason, opened) {
+    async _lost(code, reason, opened, url) {
       let retry = RETRY_CODES.has(code);
       if (retry && !opened) {
         // The handshake failed: maybe the node is down (retry), maybe it
         // refused us for good (do not).
-        const refused = await this._refusal();
+        const refused = await this._refusal(url);
         if (this._closed) return;
         if (refused) {
           retry = false;
@@ -224,9 +382,9 @@
     // Asks the WebSocket URL over plain HTTP why the handshake failed. A
     // 4xx other than 426 (Upgrade Required: it would have accepted) is a
     // refusal; a network error or a cross-origin answer we cannot read is not.
-    async _refusal() {
+    async _refusal(url) {
       if (!global.fetch) return null;
-      const u = new URL(this.url);
+      const u = new URL(url);
       u.protocol = u.protocol === 'wss:' ? 'https:' : 'http:';
       try {
         const res = await fetch(u, {cache: 'no-store', credentials: 'omit'});
@@ -264,6 +422,19 @@
         }
       }
     }
+  }
+
+  // streamOf names the stream of a chat or notification frame ('' for
+  // frames outside streams): a room's, '@' for one to a user (always you),
+  // '*' for a broadcast.
+  function streamOf(f) {
+    if (f.type === 'message') return f.room || '';
+    if (f.type === 'notification') return f.room || (f.user ? USER : ALL);
+    return '';
+  }
+
+  function joinFrame(room, last) {
+    return last > 0 ? {type: 'join', room, last} : {type: 'join', room};
   }
 
   function checkRoom(room) {
