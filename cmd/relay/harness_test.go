@@ -24,7 +24,7 @@ type proc struct {
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
-	out *syncBuffer
+	out *testkit.Buffer
 }
 
 func (p *proc) url() string            { return "http://" + p.addr }
@@ -49,7 +49,7 @@ func startNode(t testing.TB, id string, env ...string) *proc {
 
 // listenAddr reads the address a node listens on from its log: with port 0
 // the kernel picks it, so no other test can take it first.
-func listenAddr(t testing.TB, out *syncBuffer) string {
+func listenAddr(t testing.TB, out *testkit.Buffer) string {
 	t.Helper()
 	re := regexp.MustCompile(`msg="relay listening" addr=(\S+)`)
 	var addr string

@@ -41,6 +41,16 @@ type Target struct {
 	User string
 }
 
+func (t Target) topic() string {
+	switch {
+	case t.Room != "":
+		return roomTopic(t.Room)
+	case t.User != "":
+		return userTopic(t.User)
+	}
+	return topicAll
+}
+
 // Notify publishes a server notification and returns its id and its
 // position in its stream once the broker has accepted it: it is then in the
 // stream's history.
@@ -53,14 +63,7 @@ func (h *Hub) Notify(ctx context.Context, to Target, text string) (string, broke
 	if err != nil {
 		return "", broker.Position{}, fmt.Errorf("encode notification: %w", err)
 	}
-	topic := topicAll
-	switch {
-	case to.Room != "":
-		topic = roomTopic(to.Room)
-	case to.User != "":
-		topic = userTopic(to.User)
-	}
-	pos, err := h.broker.PublishStream(ctx, topic, msg)
+	pos, err := h.broker.PublishStream(ctx, to.topic(), msg)
 	if err != nil {
 		return "", broker.Position{}, fmt.Errorf("publish notification: %w", err)
 	}

@@ -1,7 +1,6 @@
 package hub_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -15,6 +14,7 @@ import (
 	"github.com/relay/relay/internal/hub"
 	"github.com/relay/relay/internal/presence"
 	"github.com/relay/relay/internal/protocol"
+	"github.com/relay/relay/internal/testkit"
 )
 
 // The hub's tests drive it through its API with fakes at its three edges:
@@ -313,12 +313,12 @@ type fixture struct {
 	hub     *hub.Hub
 	broker  *hookBroker
 	counter *hookCounter
-	log     *syncBuffer
+	log     *testkit.Buffer
 }
 
 func newFixture(t *testing.T, opts hub.Options) *fixture {
 	t.Helper()
-	f := &fixture{t: t, broker: newHookBroker(t), log: &syncBuffer{}}
+	f := &fixture{t: t, broker: newHookBroker(t), log: &testkit.Buffer{}}
 	if opts.Node == "" {
 		opts.Node = "n1"
 	}
@@ -370,24 +370,6 @@ func (f *fixture) leave(c *hub.Client, room string) {
 func (f *fixture) chat(c *hub.Client, room, text string) error {
 	data, _ := json.Marshal(text)
 	return f.hub.Chat(context.Background(), c, room, data)
-}
-
-// syncBuffer is a bytes.Buffer for a logger shared by goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 var errBroker = errors.New("broker down (test)")

@@ -151,16 +151,9 @@ func (h *Hub) latest(ctx context.Context, room string, at uint64, n int) []proto
 // empty the broadcast stream) after since, at most limit entries: what a
 // backend asks through GET /api/history.
 func (h *Hub) History(ctx context.Context, of Target, since uint64, limit int) (broker.History, error) {
-	topic := topicAll
-	switch {
-	case of.Room != "":
-		topic = roomTopic(of.Room)
-	case of.User != "":
-		topic = userTopic(of.User)
-	}
-	hist, err := h.broker.History(ctx, topic, broker.HistoryQuery{Since: since, Limit: limit})
+	hist, err := h.broker.History(ctx, of.topic(), broker.HistoryQuery{Since: since, Limit: limit})
 	if err != nil {
-		return broker.History{}, fmt.Errorf("read history of %s: %w", topic, err)
+		return broker.History{}, fmt.Errorf("read history of %s: %w", of.topic(), err)
 	}
 	return hist, nil
 }

@@ -1,12 +1,10 @@
 package server_test
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -189,24 +187,6 @@ func TestUnknownRouteIsJSON(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a log sink the node writes to while the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // Behind nginx, the client IP in logs is the one nginx forwards, but only
 // from a proxy named in RELAY_TRUSTED_PROXIES: anyone else could claim any
 // address in X-Forwarded-For.
@@ -219,7 +199,7 @@ func TestTrustedProxies(t *testing.T) {
 		{"", `"ip":"127.0.0.1"`},
 		{"10.0.0.0/8", `"ip":"127.0.0.1"`},
 	} {
-		var logs lockedBuffer
+		var logs testkit.Buffer
 		n := nodetest.Start(t, map[string]string{"RELAY_TRUSTED_PROXIES": tc.trusted, "RELAY_LOG_LEVEL": "debug"}, nodetest.Logs(&logs))
 		req, _ := http.NewRequest(http.MethodGet, n.URL()+"/api/data", nil)
 		req.Header.Set("X-Forwarded-For", "203.0.113.7")

@@ -4,8 +4,10 @@
 package testkit
 
 import (
+	"bytes"
 	"net"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 )
@@ -62,4 +64,23 @@ func FreePort(t testing.TB) int {
 	_, port, _ := net.SplitHostPort(FreeAddr(t))
 	n, _ := strconv.Atoi(port)
 	return n
+}
+
+// Buffer is a bytes.Buffer that a process or a logger writes to while the
+// test reads it.
+type Buffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
