@@ -236,7 +236,7 @@ run_cluster() {
 	for phase in $CLUSTER_PHASES; do
 		case $phase in
 		idle) cluster_bench idle -conns "$CLUSTER_CONNS" -ramp 2000 -duration 10s idle ;;
-		fanout-*) cluster_bench "$phase" -conns "$CLUSTER_CONNS" -ramp 2000 -rate "${phase#fanout-}" -duration 30s fanout ;;
+		fanout-*) cluster_bench "$phase" -conns "$CLUSTER_CONNS" -ramp 2000 -rate "${phase#fanout-}" -publishers 8 -duration 30s fanout ;;
 		scale) cluster_scale ;;
 		*) echo "cluster: unknown phase $phase" >&2; return 1 ;;
 		esac

@@ -16,24 +16,25 @@ import (
 
 // Options configure a run.
 type Options struct {
-	Scenario  string        // idle, fanout, chat or http
-	URL       string        // base URL of the service, http://host:port
-	Conns     int           // connections (idle), subscribers (fanout), clients (chat)
-	Rooms     int           // rooms the connections spread over
-	Ramp      int           // connections opened per second
-	Duration  time.Duration // how long to hold (idle), publish (fanout, chat) or load (http)
-	Rate      float64       // fanout: messages per second in all
-	Messages  int           // fanout: stop after this many (0: Rate × Duration)
-	Size      int           // bytes of padding in each message
-	Publish   string        // fanout: "notify" (POST /api/notify) or "ws" (a WebSocket publisher)
-	Every     time.Duration // chat: each client sends one message this often
-	Workers   int           // http: concurrent requests
-	Stall     int           // fanout: subscribers that never read, to show memory stays bounded
-	Metrics   []string      // base URLs whose /metrics are summed for the server's figures (default: URL)
-	APIKey    string
-	JWTSecret string
-	JSON      bool
-	Quiet     bool // no progress lines
+	Scenario   string        // idle, fanout, chat or http
+	URL        string        // base URL of the service, http://host:port
+	Conns      int           // connections (idle), subscribers (fanout), clients (chat)
+	Rooms      int           // rooms the connections spread over
+	Ramp       int           // connections opened per second
+	Duration   time.Duration // how long to hold (idle), publish (fanout, chat) or load (http)
+	Rate       float64       // fanout: messages per second in all
+	Messages   int           // fanout: stop after this many (0: Rate × Duration)
+	Size       int           // bytes of padding in each message
+	Publish    string        // fanout: "notify" (POST /api/notify) or "ws" (a WebSocket publisher)
+	Publishers int           // fanout: notifies in flight at once, each its own ordered publisher
+	Every      time.Duration // chat: each client sends one message this often
+	Workers    int           // http: concurrent requests
+	Stall      int           // fanout: subscribers that never read, to show memory stays bounded
+	Metrics    []string      // base URLs whose /metrics are summed for the server's figures (default: URL)
+	APIKey     string
+	JWTSecret  string
+	JSON       bool
+	Quiet      bool // no progress lines
 }
 
 // ParseArgs parses `relay bench` arguments: flags, then the scenario.
@@ -50,6 +51,7 @@ func ParseArgs(args []string, stderr io.Writer) (Options, error) {
 	fs.IntVar(&o.Messages, "messages", 0, "fanout: messages to publish (default rate × duration)")
 	fs.IntVar(&o.Size, "size", 64, "bytes of padding per message")
 	fs.StringVar(&o.Publish, "publish", "notify", "fanout: publish through notify or ws")
+	fs.IntVar(&o.Publishers, "publishers", 1, "fanout: concurrent notify publishers, each sending its share in order (keeps the schedule when a notify is slow)")
 	fs.DurationVar(&o.Every, "every", 5*time.Second, "chat: each client sends a message this often")
 	fs.IntVar(&o.Workers, "workers", 64, "http: concurrent requests")
 	fs.IntVar(&o.Stall, "stall", 0, "fanout: extra subscribers that stop reading")
@@ -83,8 +85,8 @@ func ParseArgs(args []string, stderr io.Writer) (Options, error) {
 	switch {
 	case o.Scenario != "idle" && o.Scenario != "fanout" && o.Scenario != "chat" && o.Scenario != "http":
 		return o, fmt.Errorf("relay bench: unknown scenario %q", o.Scenario)
-	case o.Conns < 1 || o.Rooms < 1 || o.Ramp < 1 || o.Workers < 1:
-		return o, errors.New("relay bench: -conns, -rooms, -ramp and -workers must be at least 1")
+	case o.Conns < 1 || o.Rooms < 1 || o.Ramp < 1 || o.Workers < 1 || o.Publishers < 1:
+		return o, errors.New("relay bench: -conns, -rooms, -ramp, -workers and -publishers must be at least 1")
 	case o.Publish != "notify" && o.Publish != "ws":
 		return o, fmt.Errorf("relay bench: -publish %q: want notify or ws", o.Publish)
 	case o.Rate <= 0 || o.Every <= 0 || o.Duration <= 0:

@@ -132,56 +132,33 @@ func (r *runner) fanout(ctx context.Context) (*Report, error) {
 	}
 	cpu0 := ownCPU()
 	r.deliveries.Store(0)
-	perRoom := make([]int, o.Rooms)
-	pad := padding(o.Size)
-	client := &http.Client{Timeout: 10 * time.Second}
-	interval := time.Duration(float64(time.Second) / o.Rate)
-	accept := newHistogram() // how long the server took to accept each publish
 	t0 := time.Now()
-	for i := range o.Messages {
-		due := t0.Add(time.Duration(i) * interval)
-		if wait := time.Until(due); wait > 0 {
-			select {
-			case <-time.After(wait):
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
-		} else if -wait > interval {
-			rep.PublishLate++
-		}
-		room := i % o.Rooms
-		sentAt := time.Now()
-		data := benchData(room, perRoom[room], sentAt, pad)
-		var perr error
-		if o.Publish == "ws" {
-			b, _ := json.Marshal(map[string]string{"type": "message", "room": fmt.Sprintf("bench-%d", room), "data": data})
-			perr = pubs[room].ws.Write(ctx, websocket.MessageText, b)
-		} else {
-			perr = r.notify(ctx, client, fmt.Sprintf("bench-%d", room), data)
-		}
-		if perr != nil {
-			rep.PublishErrors++
-			continue
-		}
-		accept.add(time.Since(sentAt))
-		perRoom[room]++
-		rep.Published++
+	sent, err := r.publishAll(ctx, rep, pubs)
+	if err != nil {
+		return nil, err
 	}
 	published := time.Since(t0)
-	q := accept.quantiles(0.99, 1)
-	rep.PublishP99Ms, rep.PublishMaxMs = ms(q[0]), ms(q[1])
 
-	// Wait for the last deliveries: until every subscriber has all, or 5 s.
+	fromRoom := make([]map[int]int, o.Rooms) // what each room's members should get, by publisher
+	for id, n := range sent {
+		k := roomIndex(id, o.Rooms)
+		if fromRoom[k] == nil {
+			fromRoom[k] = map[int]int{}
+		}
+		fromRoom[k][id] = n
+	}
 	expected := 0
 	for _, c := range subs {
-		expected += perRoom[roomIndex(c.id, o.Rooms)]
+		for _, n := range fromRoom[roomIndex(c.id, o.Rooms)] {
+			expected += n
+		}
 	}
+	// Wait for the last deliveries: until every subscriber has all, or 5 s.
 	if err := r.settle(ctx, rep, expected, before, cpu0, t0); err != nil {
 		return nil, err
 	}
 	for _, c := range subs {
-		k := roomIndex(c.id, o.Rooms)
-		rep.tally(c.tr, map[int]int{k: perRoom[k]})
+		rep.tally(c.tr, fromRoom[roomIndex(c.id, o.Rooms)])
 	}
 	rep.Expected = expected
 	rep.DeliveriesPerS = float64(rep.Delivered) / published.Seconds()
@@ -195,6 +172,89 @@ func (r *runner) fanout(ctx context.Context) (*Report, error) {
 }
 
 func roomIndex(id, rooms int) int { return id % rooms }
+
+// publishAll publishes o.Messages on schedule, round robin over the rooms
+// and over o.Publishers concurrent publishers, so that a publish the server
+// is slow to accept does not hold up the next (through a busy proxy a
+// notify can take longer than the interval). Publisher p of room k has id
+// k + Rooms*p and sends its messages in order, numbered from 0; it returns
+// how many each id sent. ws mode has one publisher per room, pubs.
+func (r *runner) publishAll(ctx context.Context, rep *Report, pubs map[int]*conn) (map[int]int, error) {
+	o := r.o
+	pad := padding(o.Size)
+	client := &http.Client{Timeout: 10 * time.Second}
+	interval := time.Duration(float64(time.Second) / o.Rate)
+	accept := newHistogram() // how long the server took to accept each publish
+	workers := o.Publishers
+	if o.Publish == "ws" {
+		workers = 1
+	}
+	type job struct {
+		room int
+		due  time.Time
+	}
+	var mu sync.Mutex // guards sent and rep's publish counts
+	sent := map[int]int{}
+	jobs := make([]chan job, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		jobs[w] = make(chan job, o.Messages/workers+1)
+		wg.Add(1)
+		go func() { // one publisher: its messages in order; ends when its jobs do
+			defer wg.Done()
+			for j := range jobs[w] {
+				id := j.room + o.Rooms*w
+				mu.Lock()
+				seq := sent[id]
+				if time.Since(j.due) > interval {
+					rep.PublishLate++
+				}
+				mu.Unlock()
+				sentAt := time.Now()
+				data := benchData(id, seq, sentAt, pad)
+				var err error
+				if o.Publish == "ws" {
+					b, _ := json.Marshal(map[string]string{"type": "message", "room": fmt.Sprintf("bench-%d", j.room), "data": data})
+					err = pubs[j.room].ws.Write(ctx, websocket.MessageText, b)
+				} else {
+					err = r.notify(ctx, client, fmt.Sprintf("bench-%d", j.room), data)
+				}
+				mu.Lock()
+				if err != nil {
+					rep.PublishErrors++
+				} else {
+					accept.add(time.Since(sentAt))
+					sent[id]++
+					rep.Published++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	t0 := time.Now()
+	var err error
+	for i := range o.Messages {
+		due := t0.Add(time.Duration(i) * interval)
+		if wait := time.Until(due); wait > 0 {
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+				err = ctx.Err()
+			}
+		}
+		if err != nil {
+			break
+		}
+		jobs[i%workers] <- job{room: i % o.Rooms, due: due}
+	}
+	for _, ch := range jobs {
+		close(ch)
+	}
+	wg.Wait()
+	q := accept.quantiles(0.99, 1)
+	rep.PublishP99Ms, rep.PublishMaxMs = ms(q[0]), ms(q[1])
+	return sent, err
+}
 
 // settle waits for the last deliveries (until expected have arrived, or
 // 5 s), then fills in the server's and the load generator's figures since
