@@ -10,11 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"strings"
-	"sync"
+	"time"
 
-	"github.com/coder/websocket"
+	"github.com/relay/relay/internal/protocol"
 )
 
 // Help is printed at the start of a session.
@@ -31,53 +30,34 @@ type Options struct {
 	URL   string // ws:// or wss:// URL of /ws
 	Token string // JWT, sent as Authorization: Bearer
 	Name  string // ?name= when the server has no JWT secret
+
+	// MinDelay and MaxDelay bound the reconnect backoff: the n-th retry
+	// waits between half and all of min(MaxDelay, MinDelay * 2^n).
+	// Zero: 500 ms and 10 s.
+	MinDelay, MaxDelay time.Duration
 }
 
+// dialTimeout bounds one connection attempt, handshake included.
+const dialTimeout = 10 * time.Second
+
 // Run connects and runs the session until in ends, /quit, ctx ends or the
-// server closes the connection.
+// server closes the connection for good. A connection that ends with 1001,
+// 1011, 1012 or 1013, or that is lost (1006), is resumed: it reconnects
+// with backoff and ?epoch&since, and prints how the resume went. Only the
+// first connection's failure is returned as an error.
 func Run(ctx context.Context, o Options, in io.Reader, out io.Writer) error {
-	url := o.URL
-	if o.Name != "" {
-		sep := "?"
-		if strings.Contains(url, "?") {
-			sep = "&"
-		}
-		url += sep + "name=" + o.Name
+	if o.MinDelay <= 0 {
+		o.MinDelay = 500 * time.Millisecond
 	}
-	var opts websocket.DialOptions
-	if o.Token != "" {
-		opts.HTTPHeader = http.Header{"Authorization": {"Bearer " + o.Token}}
+	if o.MaxDelay <= 0 {
+		o.MaxDelay = 10 * time.Second
 	}
-	ws, resp, err := websocket.Dial(ctx, url, &opts)
+	s := &session{o: o, out: out, inLobby: true}
+	ws, err := s.dial(ctx)
 	if err != nil {
-		if resp != nil {
-			body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-			return fmt.Errorf("connect: HTTP %d %s", resp.StatusCode, strings.TrimSpace(string(body)))
-		}
-		return fmt.Errorf("connect: %w", err)
+		return err
 	}
-	defer ws.CloseNow()
-	ws.SetReadLimit(-1)
-
-	var mu sync.Mutex // one writer to out at a time
-	print := func(format string, args ...any) {
-		mu.Lock()
-		defer mu.Unlock()
-		fmt.Fprintf(out, format+"\n", args...)
-	}
-	print("%s", Help)
-
-	readDone := make(chan error, 1)
-	go func() { // ends when the connection closes; joined below
-		for {
-			_, b, err := ws.Read(ctx)
-			if err != nil {
-				readDone <- err
-				return
-			}
-			print("%s", Format(b))
-		}
-	}()
+	s.print("%s", Help)
 
 	lines, done := make(chan string), make(chan struct{})
 	defer close(done)
@@ -95,46 +75,40 @@ func Run(ctx context.Context, o Options, in io.Reader, out io.Writer) error {
 	}()
 
 	room := "lobby"
-	for {
-		select {
-		case err := <-readDone:
-			return closed(err, print)
-		case <-ctx.Done():
-			ws.Close(websocket.StatusNormalClosure, "bye")
-			return closed(<-readDone, print)
-		case line, ok := <-lines:
-			if !ok || strings.TrimSpace(line) == "/quit" {
-				ws.Close(websocket.StatusNormalClosure, "bye")
-				return closed(<-readDone, print)
+	for attempt := 0; ; {
+		readDone := make(chan readEnd, 1)
+		go func() { readDone <- s.read(ctx, ws) }() // ends when ws closes; joined below
+		end, quit := s.converse(ctx, ws, lines, readDone, &room)
+		ws.CloseNow()
+		if quit {
+			// We closed it: whatever reading ended with (the close
+			// handshake's answer, or the socket closed under it) is the end.
+			s.print("* closed")
+			return nil
+		}
+		if end.welcomed {
+			attempt = 0
+		}
+		if !retryable(end.err) || ctx.Err() != nil {
+			return s.closed(end.err)
+		}
+		why := describe(end.err)
+		for ws = nil; ws == nil; {
+			delay := backoff(o.MinDelay, o.MaxDelay, attempt)
+			attempt++
+			s.print("* %s; reconnecting in %v", why, delay.Round(10*time.Millisecond))
+			if s.pause(ctx, delay, lines) {
+				return nil
 			}
-			frame, next, err := Frame(line, room)
-			if err != nil {
-				print("! %v", err)
-				continue
-			}
-			room = next
-			if frame == nil {
-				continue
-			}
-			if err := ws.Write(ctx, websocket.MessageText, frame); err != nil {
-				return closed(<-readDone, print)
+			if ws, err = s.dial(ctx); err != nil {
+				var refused *refusal
+				if errors.As(err, &refused) || ctx.Err() != nil {
+					s.print("* %v", err)
+					return err
+				}
+				why = err.Error()
 			}
 		}
-	}
-}
-
-func closed(err error, print func(string, ...any)) error {
-	var ce websocket.CloseError
-	switch {
-	case errors.As(err, &ce) && ce.Code == websocket.StatusNormalClosure:
-		print("* closed")
-		return nil
-	case errors.As(err, &ce):
-		print("* closed by the server: %d %s", ce.Code, ce.Reason)
-		return nil
-	default:
-		print("* connection lost: %v", err)
-		return err
 	}
 }
 
@@ -213,6 +187,10 @@ func Format(b []byte) string {
 		return fmt.Sprintf("! %s: %s", f.Code, f.Error)
 	case f.Type == "pong":
 		return "* pong"
+	case f.Type == "system" && f.Event == "gap":
+		var g protocol.Gap
+		_ = json.Unmarshal(b, &g)
+		return fmt.Sprintf("* gap in %s: messages up to #%d may be missing (history no longer had them)", streamLabel(g.Stream), g.Seq)
 	}
 	return string(b)
 }
