@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -28,10 +29,25 @@ func (h *Hub) Chat(ctx context.Context, c *Client, room string, data json.RawMes
 	if err != nil {
 		return &protocol.Error{Code: protocol.ErrBadMessage, Text: "data is not valid JSON"}
 	}
+	if h.tooLarge(msg) {
+		return &protocol.Error{Code: protocol.ErrTooLarge, Text: fmt.Sprintf("message too large once encoded (%d bytes, at most %d)", len(msg), h.opts.MaxFrameBytes-seqRoom)}
+	}
 	if _, err := h.broker.PublishStream(ctx, roomTopic(room), msg); err != nil {
 		return h.unavailable("message not sent: broker unavailable", c, room, err)
 	}
 	return nil
+}
+
+// ErrTooLarge is returned by Notify for a message that would be sent in a
+// frame past MaxFrameBytes.
+var ErrTooLarge = errors.New("message too large")
+
+// seqRoom is what the broker adds to a stream message (,"seq":N) and the
+// frame header, at most.
+const seqRoom = 40
+
+func (h *Hub) tooLarge(msg []byte) bool {
+	return h.opts.MaxFrameBytes > 0 && len(msg)+seqRoom > h.opts.MaxFrameBytes
 }
 
 // Target says who a notification is for: everyone (both empty), a room's
@@ -62,6 +78,9 @@ func (h *Hub) Notify(ctx context.Context, to Target, text string) (string, broke
 	})
 	if err != nil {
 		return "", broker.Position{}, fmt.Errorf("encode notification: %w", err)
+	}
+	if h.tooLarge(msg) {
+		return "", broker.Position{}, fmt.Errorf("%w: %d bytes once encoded, at most %d", ErrTooLarge, len(msg), h.opts.MaxFrameBytes-seqRoom)
 	}
 	pos, err := h.broker.PublishStream(ctx, to.topic(), msg)
 	if err != nil {

@@ -60,6 +60,10 @@ type Options struct {
 	Observer         Observer
 	// Counter counts members across the cluster; nil counts this node's.
 	Counter Counter
+	// MaxFrameBytes bounds the frames a message is sent in: a chat or
+	// notification whose encoding would pass it is refused (too_large), so
+	// that escaping cannot amplify what a client sends. 0 = no bound.
+	MaxFrameBytes int
 	// HoldBytes bounds what is held for a client while it is brought up to
 	// date (a resume, a join with history); past it the client is closed
 	// as too slow. Default 1 MiB.

@@ -19,6 +19,7 @@ import (
 	"github.com/relay/relay/internal/hub"
 	"github.com/relay/relay/internal/metrics"
 	"github.com/relay/relay/internal/presence"
+	"github.com/relay/relay/internal/protocol"
 	"github.com/relay/relay/internal/server"
 )
 
@@ -84,6 +85,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 		Logger:           log,
 		Observer:         n.metrics,
 		HoldBytes:        cfg.SendQueueBytes,
+		MaxFrameBytes:    cfg.MaxMessageBytes + protocol.Envelope,
 	}
 	if counter != nil {
 		opts.Counter = counter

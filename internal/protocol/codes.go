@@ -17,6 +17,7 @@ const (
 	ErrTooManyRooms  ErrorCode = "too_many_rooms" // a join past MaxRooms
 	ErrRateLimited   ErrorCode = "rate_limited"   // a frame past the connection's rate limit; it was dropped
 	ErrUnavailable   ErrorCode = "unavailable"    // the broker could not accept the message; it was not sent
+	ErrTooLarge      ErrorCode = "too_large"      // the message, encoded for its receivers, would exceed the frame limit
 )
 
 // Error is a client mistake reported back in an error frame. It never closes
@@ -41,12 +42,18 @@ type CloseCode struct {
 // "read limited at N bytes"; 1013 when a connection cannot be set up.
 var (
 	CloseTooSlow        = CloseCode{1008, "too slow"}
+	CloseRateLimited    = CloseCode{1008, "rate limit exceeded"}
 	CloseServiceRestart = CloseCode{1012, "service restart"}
 	CloseTryAgainLater  = CloseCode{1013, "try again later"}
 )
 
 // MaxRooms is how many rooms one connection may be in at once, lobby counted.
 const MaxRooms = 100
+
+// Envelope is how much bigger than RELAY_MAX_MESSAGE_BYTES a frame relay
+// sends may be: the fields around a message's data (type, room, user, id,
+// ts, seq) and the frame header.
+const Envelope = 1024
 
 // Lobby is the room every connection starts in.
 const Lobby = "lobby"

@@ -108,6 +108,9 @@ func (s *Server) notify(c *gin.Context) (int, gin.H) {
 	ctx, cancel := context.WithTimeout(c.Request.Context(), 5*time.Second)
 	defer cancel()
 	id, pos, err := s.hub.Notify(ctx, to, *req.Message)
+	if errors.Is(err, hub.ErrTooLarge) {
+		return http.StatusBadRequest, gin.H{"error": err.Error()}
+	}
 	if err != nil {
 		s.metrics.PublishErrors.Inc()
 		s.log.Warn("notify not accepted", "err", err)

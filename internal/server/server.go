@@ -64,10 +64,12 @@ func New(cfg config.Config, h *hub.Hub, b Readier, m *metrics.Metrics, log *slog
 		verifier: auth.NewVerifier(cfg.JWTSecret),
 		apiKey:   auth.NewAPIKey(cfg.APIKey),
 		pool: wsconn.NewPool(wsconn.Options{
-			QueueBytes:   cfg.SendQueueBytes,
-			PingInterval: cfg.PingInterval,
-			PongTimeout:  cfg.PongTimeout,
-			Observer:     m,
+			QueueBytes:     cfg.SendQueueBytes,
+			PingInterval:   cfg.PingInterval,
+			PongTimeout:    cfg.PongTimeout,
+			RateLimit:      cfg.RateLimit,
+			SustainedLimit: sustainedLimit,
+			Observer:       m,
 		}),
 	}
 	s.dataPrefix = []byte(`{"timestamp":`)
@@ -134,6 +136,11 @@ func (s *Server) Shutdown(ctx context.Context) {
 		s.workers.Wait()
 	})
 }
+
+// sustainedLimit is how long a client may keep sending past its rate limit
+// before it is closed (1008): a burst is answered with rate_limited errors,
+// a flood is not.
+const sustainedLimit = 5 * time.Second
 
 // frameWorkers is how many client frames are handled at once. A worker
 // mostly waits on the broker, so there are more of them than cores.

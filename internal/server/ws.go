@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"golang.org/x/time/rate"
 
 	"github.com/relay/relay/internal/auth"
 	"github.com/relay/relay/internal/hub"
@@ -86,7 +85,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	s.metrics.Connections.Inc()
 	s.metrics.ConnectionsTotal.Inc()
 	started = true
-	go s.session(ws, client) // joined by Shutdown through s.sessions
+	go s.session(ws, conn, client) // joined by Shutdown through s.sessions
 }
 
 // admit authenticates the upgrade request and picks the user name. A
@@ -201,7 +200,7 @@ func guestName() string {
 
 // session is a connection's one reader: it reads frames until the
 // connection closes, then unregisters the client (announcing its leave).
-func (s *Server) session(ws *websocket.Conn, c *hub.Client) {
+func (s *Server) session(ws *websocket.Conn, conn *wsconn.Conn, c *hub.Client) {
 	defer s.sessions.Done()
 	defer s.conns.Add(-1)
 	defer s.metrics.Connections.Dec()
@@ -220,7 +219,6 @@ func (s *Server) session(ws *websocket.Conn, c *hub.Client) {
 
 	// Made at the first frame: many connections never send one, and an
 	// idle connection should cost as little as possible.
-	var limiter *rate.Limiter
 	var handled chan struct{}
 	for {
 		// A context that is never cancelled costs the library nothing per
@@ -232,11 +230,8 @@ func (s *Server) session(ws *websocket.Conn, c *hub.Client) {
 		}
 		if handled == nil {
 			handled = make(chan struct{}, 1)
-			if s.cfg.RateLimit > 0 {
-				limiter = rate.NewLimiter(rate.Limit(s.cfg.RateLimit), max(1, int(2*s.cfg.RateLimit)))
-			}
 		}
-		if limiter != nil && !limiter.Allow() {
+		if !conn.Allow() {
 			s.metrics.DroppedMsgs.WithLabelValues("rate_limited").Inc()
 			s.sendError(c, protocol.ErrRateLimited, rateLimitedFrame)
 			continue

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/relay/relay/internal/protocol"
 )
 
@@ -16,7 +18,10 @@ import (
 // shows up as bytes read.
 var pingFrame = []byte{0x89, 0x00}
 
-const opClose = 0x8
+const (
+	opClose = 0x8
+	opPong  = 0xA
+)
 
 // slowCloseGrace is how long a connection closed for being too slow gets to
 // take its close frame before the socket is cut: it is not waited on.
@@ -49,6 +54,11 @@ type Conn struct {
 	closeReq    bool        // close the socket once the queue is written
 	closed      bool
 	forceClose  *time.Timer
+
+	// The rate limit (limit.go); made at the first frame the client sends.
+	limiter   *rate.Limiter
+	overSince time.Time // start of the current run of refused frames
+	overLast  time.Time // the last refused frame
 }
 
 func (p *Pool) newConn(raw net.Conn) *Conn {
@@ -294,8 +304,11 @@ func (c *Conn) Read(b []byte) (int, error) {
 
 // Write is how coder/websocket's own frames (pong, close) reach the socket:
 // its buffered writer flushes one whole control frame per call. They are
-// queued like any frame. Once relay has queued a close frame, the library's
-// further frames (its echo of the client's close) are dropped.
+// queued like any frame, within the same limits: a pong answers a client's
+// ping only within its rate limit, and pongs a client does not read fill
+// its queue and get it closed as too slow, like any other frame. Once relay
+// has queued a close frame, the library's further frames (its echo of the
+// client's close) are dropped.
 func (c *Conn) Write(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
@@ -308,8 +321,17 @@ func (c *Conn) Write(b []byte) (int, error) {
 	if c.closeQueued {
 		return len(b), nil
 	}
-	if b[0]&0x0f == opClose {
+	switch b[0] & 0x0f {
+	case opClose:
 		c.closeQueued = true
+	case opPong:
+		if !c.allowLocked(time.Now()) {
+			return len(b), nil // the ping was over the limit: unanswered
+		}
+		if c.queued+len(b) > c.pool.opts.QueueBytes {
+			c.closeSlowLocked()
+			return len(b), nil
+		}
 	}
 	c.queue = append(c.queue, append([]byte(nil), b...))
 	c.queued += len(b)

@@ -38,7 +38,13 @@ type Options struct {
 	// WriteTimeout bounds a write to a congested socket; past it the
 	// connection is closed. Default PongTimeout.
 	WriteTimeout time.Duration
-	Observer     Observer
+	// RateLimit is the client frames per second a connection may send,
+	// data and control frames alike, with bursts of twice that; 0 = no
+	// limit. Past it a frame is dropped (a ping goes unanswered); a client
+	// over it for SustainedLimit in a row is closed with 1008.
+	RateLimit      float64
+	SustainedLimit time.Duration
+	Observer       Observer
 }
 
 // Pool is the set of writer shards. Create one per server with NewPool and

@@ -1,0 +1,192 @@
+package server_test
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/relay/relay/internal/node/nodetest"
+	"github.com/relay/relay/internal/wstest"
+)
+
+// rawUpgrade opens a WebSocket by hand, so that a test can write frames no
+// well-behaved library would (a flood of pings) and choose never to read.
+func rawUpgrade(t *testing.T, addr, query string) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	var key [16]byte
+	_, _ = rand.Read(key[:])
+	fmt.Fprintf(conn, "GET /ws?%s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n", query, addr, base64.StdEncoding.EncodeToString(key[:]))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	return conn
+}
+
+// maskedPing is a client ping frame with a 125-byte payload, the largest a
+// control frame may carry.
+func maskedPing() []byte {
+	f := []byte{0x89, 0x80 | 125, 1, 2, 3, 4}
+	for i := range 125 {
+		f = append(f, byte('p')^[]byte{1, 2, 3, 4}[i%4])
+	}
+	return f
+}
+
+// flood writes pings until the node ends the connection or d passes, and
+// reports how long the node took.
+func flood(t *testing.T, conn net.Conn, d time.Duration) (time.Duration, bool) {
+	t.Helper()
+	var burst []byte
+	for range 64 {
+		burst = append(burst, maskedPing()...)
+	}
+	start := time.Now()
+	for time.Since(start) < d {
+		_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
+		if _, err := conn.Write(burst); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue // our send buffer is full: the node stopped reading, or is slow
+			}
+			return time.Since(start), true
+		}
+	}
+	return time.Since(start), false
+}
+
+// A client flooding pings and never reading is held to the limits of any
+// other client. With a rate limit, pings past it go unanswered and a flood
+// sustained for 5 s is closed; without one, the unread pongs fill its queue
+// and it is closed as too slow. Either way the node's memory stays within
+// the queue bound (before, pongs piled up unbounded: 157 MB in 3 s) and
+// other clients go on. Not parallel: it measures the process's heap.
+func TestPingFloodIsBounded(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+	}{
+		{"rate limited", map[string]string{"RELAY_RATE_LIMIT": "20"}},
+		{"queue bound", map[string]string{"RELAY_RATE_LIMIT": "0", "RELAY_SEND_QUEUE_BYTES": "65536", "RELAY_MAX_MESSAGE_BYTES": "65536"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := nodetest.Start(t, tc.env)
+			bystander := wstest.Dial(t, n.WS("name=bystander"), nil)
+			bystander.Welcome()
+			attacker := rawUpgrade(t, n.Addr, "name=attacker")
+			peak := sampleHeap(t)
+			took, closed := flood(t, attacker, 20*time.Second)
+			grew := peak()
+			if grew > 16<<20 {
+				t.Fatalf("the heap grew by %d MiB during the flood: pongs are piling up", grew>>20)
+			}
+			if !closed {
+				t.Fatalf("the node still takes pings from a flooding client after %v", took)
+			}
+			bystander.Send(`{"type":"ping"}`)
+			bystander.Expect("a pong for the bystander", wstest.IsPong)
+			t.Logf("flood closed after %v; live heap grew by at most %d KiB", took.Round(100*time.Millisecond), grew>>10)
+		})
+	}
+}
+
+// sampleHeap watches the live heap (collected first: the flood's garbage
+// is not what it is about) from now on; the function it returns stops
+// watching and returns the largest growth seen.
+func sampleHeap(t *testing.T) func() uint64 {
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	base, peak := ms.HeapAlloc, ms.HeapAlloc
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				runtime.GC()
+				runtime.ReadMemStats(&ms)
+				peak = max(peak, ms.HeapAlloc)
+			}
+		}
+	}()
+	return func() uint64 {
+		close(stop)
+		<-done
+		return peak - base
+	}
+}
+
+// A client that keeps sending data past its rate limit for seconds is
+// closed with 1008, instead of being answered with rate_limited frames
+// forever; one that bursts and pauses is not.
+func TestSustainedRateLimitCloses(t *testing.T) {
+	t.Parallel()
+	n := nodetest.Start(t, map[string]string{"RELAY_RATE_LIMIT": "10"})
+	burster := wstest.Dial(t, n.WS("name=burster"), nil)
+	burster.Welcome()
+	for range 40 { // a burst past the limit, then quiet
+		burster.Send(`{"type":"ping"}`)
+	}
+	burster.Expect("rate_limited", wstest.IsError("rate_limited"))
+
+	flooder := wstest.Dial(t, n.WS("name=flooder"), nil)
+	flooder.Welcome()
+	start := time.Now()
+	for flooder.Open() && time.Since(start) < 20*time.Second {
+		_ = flooder.WS.Write(t.Context(), websocket.MessageText, []byte(`{"type":"ping"}`))
+		time.Sleep(5 * time.Millisecond) // 200 frames/s against a limit of 10
+	}
+	if status := flooder.Closed(); status != websocket.StatusPolicyViolation {
+		t.Fatalf("a sustained flood ended with %v, want 1008", status)
+	}
+	if d := time.Since(start); d < 4*time.Second {
+		t.Fatalf("closed after %v: a flood is judged over 5 s", d)
+	}
+	burster.Send(`{"type":"ping"}`)
+	burster.Expect("the burster is still served", wstest.IsPong)
+}
+
+// Relay never sends a frame much bigger than what it accepts: a message
+// whose encoding for its receivers would pass RELAY_MAX_MESSAGE_BYTES plus
+// the envelope (1 KiB) is refused, not amplified to every member. A text of
+// control bytes escapes to six times its size.
+func TestAmplifiedMessagesAreRefused(t *testing.T) {
+	t.Parallel()
+	n := nodetest.Start(t, map[string]string{"RELAY_MAX_MESSAGE_BYTES": "4096", "RELAY_RATE_LIMIT": "0"})
+	sender := wstest.Dial(t, n.WS("name=sender"), nil)
+	sender.Welcome()
+	member := wstest.Dial(t, n.WS("name=member"), nil)
+	member.Welcome()
+
+	controls := strings.Repeat("\x01", 4000) // 4,000 bytes in, 24,000 escaped
+	_ = sender.WS.Write(t.Context(), websocket.MessageText, []byte(controls))
+	sender.Expect("too_large", wstest.IsError("too_large"))
+	sender.Send(`{"type":"message","data":"fits"}`)
+	member.QuietUntil(wstest.IsChat("fits"), func(f wstest.Frame) bool { return len(f.Raw) > 4096+1024 })
+
+	status, body := notify(t, n, `{"message":"`+strings.Repeat(`\u0001`, 4000)+`"}`)
+	if status != http.StatusBadRequest || !strings.Contains(fmt.Sprint(body["error"]), "too large") {
+		t.Fatalf("notify that escapes past the limit: %d %v, want 400", status, body)
+	}
+}
