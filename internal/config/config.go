@@ -41,6 +41,8 @@ type Config struct {
 	HistorySize      int           // messages kept per stream; 0 = no history
 	HistoryTTL       time.Duration // how long a message stays in history
 	ShutdownTimeout  time.Duration // grace period for draining connections on shutdown
+	HTTPIdleTimeout  time.Duration // how long an idle keep-alive connection stays open
+	HTTPBodyTimeout  time.Duration // how long an API request may take to send its body
 	TrustedProxies   []string      // IPs/CIDRs whose X-Forwarded-For is believed
 	RedisPrefix      string        // namespace for all Redis keys and channels
 	LogLevel         slog.Level
@@ -108,6 +110,10 @@ func settings() []setting {
 			parse: positiveDuration(func(c *Config) *time.Duration { return &c.HistoryTTL })},
 		{name: "RELAY_SHUTDOWN_TIMEOUT", def: "10s", help: "time from SIGTERM to exit: close clients with 1012, then stop",
 			parse: positiveDuration(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
+		{name: "RELAY_HTTP_IDLE_TIMEOUT", def: "60s", help: "an idle keep-alive HTTP connection is closed after this",
+			parse: positiveDuration(func(c *Config) *time.Duration { return &c.HTTPIdleTimeout })},
+		{name: "RELAY_HTTP_BODY_TIMEOUT", def: "10s", help: "an API request must have sent its body within this (408 past it)",
+			parse: positiveDuration(func(c *Config) *time.Duration { return &c.HTTPBodyTimeout })},
 		{name: "RELAY_TRUSTED_PROXIES", defText: "(none)", help: "comma-separated proxy IPs/CIDRs trusted for X-Forwarded-For",
 			parse: parseProxies},
 		{name: "RELAY_REDIS_PREFIX", def: "relay:", help: "prefix for every Redis key and channel",
@@ -194,6 +200,8 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("history_size", c.HistorySize),
 		slog.Duration("history_ttl", c.HistoryTTL),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
+		slog.Duration("http_idle_timeout", c.HTTPIdleTimeout),
+		slog.Duration("http_body_timeout", c.HTTPBodyTimeout),
 		slog.Any("trusted_proxies", c.TrustedProxies),
 		slog.String("redis_prefix", c.RedisPrefix),
 		slog.String("log_level", c.LogLevel.String()),

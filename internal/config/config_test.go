@@ -54,6 +54,8 @@ func TestVariables(t *testing.T) {
 		{"RELAY_HISTORY_SIZE", func(c Config) any { return c.HistorySize }, 200, "0", 0, "-1"},
 		{"RELAY_HISTORY_TTL", func(c Config) any { return c.HistoryTTL }, 2 * time.Minute, "30s", 30 * time.Second, "0s"},
 		{"RELAY_SHUTDOWN_TIMEOUT", func(c Config) any { return c.ShutdownTimeout }, 10 * time.Second, "1m", time.Minute, "10"},
+		{"RELAY_HTTP_IDLE_TIMEOUT", func(c Config) any { return c.HTTPIdleTimeout }, time.Minute, "5s", 5 * time.Second, "0s"},
+		{"RELAY_HTTP_BODY_TIMEOUT", func(c Config) any { return c.HTTPBodyTimeout }, 10 * time.Second, "2s", 2 * time.Second, "-1s"},
 		{"RELAY_TRUSTED_PROXIES", func(c Config) any { return c.TrustedProxies }, []string(nil), "10.0.0.1,fd00::/8", []string{"10.0.0.1", "fd00::/8"}, "10.0.0.0/33"},
 		{"RELAY_REDIS_PREFIX", func(c Config) any { return c.RedisPrefix }, "relay:", "chat:", "chat:", ""},
 		{"RELAY_LOG_LEVEL", func(c Config) any { return c.LogLevel }, slog.LevelInfo, "WARN", slog.LevelWarn, "verbose"},

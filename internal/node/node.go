@@ -107,7 +107,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	}
 
 	n.srv = server.New(cfg, n.hub, n.broker, n.metrics, log)
-	n.http = &http.Server{Handler: n.srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	n.http = &http.Server{
+		Handler:           n.srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       cfg.HTTPIdleTimeout,
+	}
 	return n, nil
 }
 

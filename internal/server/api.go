@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"time"
 
@@ -64,6 +65,11 @@ const maxUserName = 256
 
 func (s *Server) handleNotify(c *gin.Context) {
 	status, body := s.notify(c)
+	if status >= http.StatusBadRequest {
+		// Answered before (all of) the body was read: close rather than
+		// wait for the rest to reuse the connection.
+		c.Header("Connection", "close")
+	}
 	s.metrics.Notify.WithLabelValues(strconv.Itoa(status)).Inc()
 	c.JSON(status, body)
 }
@@ -78,6 +84,9 @@ func (s *Server) notify(c *gin.Context) (int, gin.H) {
 	var req notifyRequest
 	dec := json.NewDecoder(body)
 	if err := dec.Decode(&req); err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return http.StatusRequestTimeout, gin.H{"error": "request body not received in time"}
+		}
 		return http.StatusBadRequest, gin.H{"error": describeBodyError(err, s.cfg.MaxMessageBytes)}
 	}
 	if _, err := dec.Token(); err != io.EOF {

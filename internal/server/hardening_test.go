@@ -2,12 +2,14 @@ package server_test
 
 import (
 	"bufio"
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"strings"
 	"testing"
@@ -188,5 +190,87 @@ func TestAmplifiedMessagesAreRefused(t *testing.T) {
 	status, body := notify(t, n, `{"message":"`+strings.Repeat(`\u0001`, 4000)+`"}`)
 	if status != http.StatusBadRequest || !strings.Contains(fmt.Sprint(body["error"]), "too large") {
 		t.Fatalf("notify that escapes past the limit: %d %v, want 400", status, body)
+	}
+}
+
+// slowPost starts a POST /api/notify that announces a 100-byte body and
+// sends one byte of it, as a slowloris does, and returns the connection.
+func slowPost(t *testing.T, addr, key string) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	auth := ""
+	if key != "" {
+		auth = "Authorization: Bearer " + key + "\r\n"
+	}
+	fmt.Fprintf(conn, "POST /api/notify HTTP/1.1\r\nHost: %s\r\n%sContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{", addr, auth)
+	return conn
+}
+
+// readStatus reads the status line of the answer on conn, within d.
+func readStatus(conn net.Conn, d time.Duration) (int, error) {
+	_ = conn.SetReadDeadline(time.Now().Add(d))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// Slow and idle HTTP connections do not hold a node: a bad key is refused
+// before the body arrives and the connection closed; a body that does not
+// arrive within RELAY_HTTP_BODY_TIMEOUT gets 408; an idle keep-alive
+// connection is closed after RELAY_HTTP_IDLE_TIMEOUT; and a shutdown cuts a
+// trickling request instead of waiting its whole timeout for it.
+func TestSlowAndIdleHTTP(t *testing.T) {
+	t.Parallel()
+	n := nodetest.Start(t, map[string]string{"RELAY_API_KEY": "k", "RELAY_HTTP_BODY_TIMEOUT": "1s", "RELAY_HTTP_IDLE_TIMEOUT": "1s"})
+
+	if status, err := readStatus(slowPost(t, n.Addr, "wrong"), 500*time.Millisecond); status != 401 {
+		t.Errorf("a trickling POST with a wrong key: %d %v, want 401 at once", status, err)
+	}
+	if status, err := readStatus(slowPost(t, n.Addr, ""), 500*time.Millisecond); status != 401 {
+		t.Errorf("a trickling POST with no key: %d %v, want 401 at once", status, err)
+	}
+	start := time.Now()
+	if status, err := readStatus(slowPost(t, n.Addr, "k"), 5*time.Second); status != http.StatusRequestTimeout {
+		t.Errorf("a body that never completes: %d %v, want 408", status, err)
+	} else if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("408 after %v, want about RELAY_HTTP_BODY_TIMEOUT (1s)", d)
+	}
+
+	idle, err := net.Dial("tcp", n.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	fmt.Fprintf(idle, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	if status, err := readStatus(idle, 2*time.Second); status != 200 {
+		t.Fatalf("healthz: %d %v", status, err)
+	}
+	_ = idle.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := idle.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("an idle keep-alive connection still open after 5 s: %v", err)
+	}
+
+	// A shutdown is not held by a request still trickling its body.
+	n2 := nodetest.Start(t, map[string]string{"RELAY_API_KEY": "k"})
+	slow := slowPost(t, n2.Addr, "k")
+	time.Sleep(100 * time.Millisecond) // the request has reached its handler
+	start = time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n2.Node().Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("shutdown took %v with a slow request in flight, want it cut", d)
+	}
+	if status, _ := readStatus(slow, time.Second); status != 0 && status != http.StatusRequestTimeout {
+		t.Errorf("the cut request got %d", status)
 	}
 }

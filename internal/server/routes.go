@@ -25,8 +25,8 @@ func (s *Server) routes() http.Handler {
 
 	r.GET("/", s.handleRoot)
 	r.GET("/api/data", s.handleData)
-	r.POST("/api/notify", s.handleNotify)
-	r.GET("/api/history", s.handleHistory)
+	r.POST("/api/notify", s.bounded(), s.handleNotify)
+	r.GET("/api/history", s.bounded(), s.handleHistory)
 	r.GET("/healthz", s.handleHealthz)
 	r.GET("/readyz", s.handleReadyz)
 	r.GET("/metrics", gin.WrapH(s.metrics.Handler()))

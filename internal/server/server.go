@@ -49,6 +49,8 @@ type Server struct {
 	sessions sync.WaitGroup // one per WebSocket connection, upgrade to cleanup
 	shutOnce sync.Once
 
+	bodies bodies // API requests still receiving their body
+
 	frames  chan frameJob  // client frames for the workers
 	workers sync.WaitGroup // frame workers, stopped after the sessions
 }
@@ -72,6 +74,7 @@ func New(cfg config.Config, h *hub.Hub, b Readier, m *metrics.Metrics, log *slog
 			Observer:       m,
 		}),
 	}
+	s.bodies.open = make(map[*http.ResponseController]struct{})
 	s.dataPrefix = []byte(`{"timestamp":`)
 	s.dataSuffix = []byte(`,"message":"来自实时服务的数据","node":` + quote(h.Node()) + "}")
 	s.handler = s.routes()
@@ -93,6 +96,7 @@ func (s *Server) Drain() {
 	s.draining = true
 	s.drained.Store(true)
 	s.mu.Unlock()
+	s.cutBodies()
 }
 
 // startSession reserves a place for a new WebSocket session, unless draining.
