@@ -112,7 +112,7 @@ func serve(ctx context.Context, cfg config.Config, logw io.Writer) error {
 		defer func() { stopTune(); <-tuned }()
 	}
 	if cfg.DebugAddr != "" {
-		stopDebug, err := serveDebug(cfg.DebugAddr, log)
+		stopDebug, err := serveAside(cfg.DebugAddr, pprofHandler(), "pprof profiles", log)
 		if err != nil {
 			return fmt.Errorf("RELAY_DEBUG_ADDR: %w", err)
 		}
@@ -127,6 +127,15 @@ func serve(ctx context.Context, cfg config.Config, logw io.Writer) error {
 	if err != nil {
 		ln.Close()
 		return err
+	}
+	if cfg.MetricsAddr != "" {
+		stopMetrics, err := serveAside(cfg.MetricsAddr, n.Metrics().Handler(), "metrics", log)
+		if err != nil {
+			ln.Close()
+			_ = n.Shutdown(context.Background())
+			return fmt.Errorf("RELAY_METRICS_ADDR: %w", err)
+		}
+		defer stopMetrics()
 	}
 	n.Start(ln)
 

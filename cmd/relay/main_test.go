@@ -6,9 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -224,5 +227,29 @@ func TestBenchCommand(t *testing.T) {
 		if s := string(out); scenario == "fanout" && args[len(args)-2] != "ws" && !strings.Contains(s, `"published": 30`) {
 			t.Errorf("fanout did not report the 30 messages it sent: %s", s)
 		}
+	}
+}
+
+// RELAY_METRICS_ADDR takes /metrics off the public port: it is served on
+// its own address only.
+func TestMetricsOnTheirOwnAddress(t *testing.T) {
+	t.Parallel()
+	p := startNode(t, "metrics", "RELAY_METRICS_ADDR=127.0.0.1:0")
+	if status := getStatus(t, p.url()+"/metrics"); status != http.StatusNotFound {
+		t.Errorf("/metrics on the public port: %d, want 404", status)
+	}
+	re := regexp.MustCompile(`msg="metrics served" addr=(\S+)`)
+	m := re.FindStringSubmatch(p.out.String())
+	if m == nil {
+		t.Fatalf("no \"metrics served\" line in the log:\n%s", p.out)
+	}
+	resp, err := http.Get("http://" + m[1] + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "relay_connections") {
+		t.Fatalf("/metrics on RELAY_METRICS_ADDR: %d %.200s", resp.StatusCode, body)
 	}
 }

@@ -29,19 +29,33 @@ type Verifier struct {
 	parser *jwt.Parser
 }
 
+// Claims are the checks a Verifier makes beyond the signature, exp and nbf.
+type Claims struct {
+	Issuer     string // set: iss must equal it
+	Audience   string // set: aud must contain it
+	RequireExp bool   // refuse tokens without exp: tokens that never expire
+}
+
 // NewVerifier returns a Verifier for secret. An empty secret yields a
 // disabled Verifier that rejects every token, so a misconfigured server
 // fails closed rather than accepting tokens signed with an empty key.
-func NewVerifier(secret string) *Verifier {
-	return &Verifier{
-		secret: []byte(secret),
-		parser: jwt.NewParser(
-			// Pinning the algorithm blocks "alg: none" and algorithm
-			// confusion; exp and nbf are checked by default.
-			jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
-			jwt.WithLeeway(leeway),
-		),
+func NewVerifier(secret string, want Claims) *Verifier {
+	opts := []jwt.ParserOption{
+		// Pinning the algorithm blocks "alg: none" and algorithm
+		// confusion; exp and nbf are checked by default.
+		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+		jwt.WithLeeway(leeway),
 	}
+	if want.Issuer != "" {
+		opts = append(opts, jwt.WithIssuer(want.Issuer))
+	}
+	if want.Audience != "" {
+		opts = append(opts, jwt.WithAudience(want.Audience))
+	}
+	if want.RequireExp {
+		opts = append(opts, jwt.WithExpirationRequired())
+	}
+	return &Verifier{secret: []byte(secret), parser: jwt.NewParser(opts...)}
 }
 
 // Enabled reports whether a secret is configured, i.e. whether the server
@@ -86,6 +100,12 @@ func reason(tok *jwt.Token, err error) string {
 		return "token expired"
 	case errors.Is(err, jwt.ErrTokenNotValidYet):
 		return "token not valid yet"
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
+		return "token issuer not accepted"
+	case errors.Is(err, jwt.ErrTokenInvalidAudience):
+		return "token audience not accepted"
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		return "token lacks a required claim (iss, aud or exp)"
 	default:
 		return "invalid token"
 	}

@@ -61,7 +61,7 @@ func TestVerifierUser(t *testing.T) {
 		{"garbage", "not.a.jwt", "", "malformed token"},
 		{"empty", "", "", "missing token"},
 	}
-	v := NewVerifier(secret)
+	v := NewVerifier(secret, Claims{})
 	if !v.Enabled() {
 		t.Fatal("verifier with a secret is not enabled")
 	}
@@ -88,7 +88,7 @@ func TestVerifierUser(t *testing.T) {
 }
 
 func TestDisabledVerifierRejectsEverything(t *testing.T) {
-	v := NewVerifier("")
+	v := NewVerifier("", Claims{})
 	if v.Enabled() {
 		t.Fatal("verifier without a secret is enabled")
 	}
@@ -185,5 +185,38 @@ func TestAPIKeyCheck(t *testing.T) {
 	}
 	if NewAPIKey("").Enabled() {
 		t.Error("empty key is enabled")
+	}
+}
+
+// RELAY_JWT_ISSUER, RELAY_JWT_AUDIENCE and RELAY_JWT_REQUIRE_EXP refuse
+// tokens from another issuer, for another audience, or that never expire.
+func TestVerifierRequiredClaims(t *testing.T) {
+	const secret = "s3cret"
+	exp := time.Now().Add(time.Hour).Unix()
+	tok := func(c jwt.MapClaims) string { return sign(t, jwt.SigningMethodHS256, []byte(secret), c) }
+	v := NewVerifier(secret, Claims{Issuer: "https://id.example.com", Audience: "relay", RequireExp: true})
+	for _, tt := range []struct {
+		name, token, wantErr string
+	}{
+		{"all there", tok(jwt.MapClaims{"sub": "a", "iss": "https://id.example.com", "aud": "relay", "exp": exp}), ""},
+		{"audience in a list", tok(jwt.MapClaims{"sub": "a", "iss": "https://id.example.com", "aud": []string{"web", "relay"}, "exp": exp}), ""},
+		{"other issuer", tok(jwt.MapClaims{"sub": "a", "iss": "https://evil.example.com", "aud": "relay", "exp": exp}), "issuer not accepted"},
+		{"no issuer", tok(jwt.MapClaims{"sub": "a", "aud": "relay", "exp": exp}), "required claim"},
+		{"other audience", tok(jwt.MapClaims{"sub": "a", "iss": "https://id.example.com", "aud": "billing", "exp": exp}), "audience not accepted"},
+		{"never expires", tok(jwt.MapClaims{"sub": "a", "iss": "https://id.example.com", "aud": "relay"}), "required claim"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			sub, err := v.User(tt.token)
+			switch {
+			case tt.wantErr == "" && (err != nil || sub != "a"):
+				t.Fatalf("User = %q, %v; want a", sub, err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Fatalf("User = %q, %v; want an error with %q", sub, err, tt.wantErr)
+			}
+		})
+	}
+	// Without the settings, the same tokens pass: today's behaviour.
+	if sub, err := NewVerifier(secret, Claims{}).User(tok(jwt.MapClaims{"sub": "a"})); err != nil || sub != "a" {
+		t.Fatalf("no required claims: %q %v", sub, err)
 	}
 }

@@ -28,9 +28,13 @@ type Config struct {
 	NodeID           string        // identifies this node among peers sharing a broker
 	RedisURL         string        // "" selects the embedded in-process broker
 	JWTSecret        string        // HS256 secret for client tokens; "" disables JWT auth
+	JWTIssuer        string        // required iss; "" = any
+	JWTAudience      string        // required aud; "" = any
+	JWTRequireExp    bool          // refuse tokens without exp
 	APIKey           string        // bearer key for the HTTP publish API; "" disables it
 	AllowedOrigins   []string      // path.Match host patterns for the WebSocket Origin check
 	MaxConnections   int           // 0 means unlimited
+	MaxConnsPerIP    int           // per client IP; 0 means unlimited
 	MaxMessageBytes  int           // largest frame accepted from or sent to a client
 	PingInterval     time.Duration // how often idle connections are pinged
 	PongTimeout      time.Duration // how long to wait for the pong before dropping
@@ -48,6 +52,7 @@ type Config struct {
 	LogLevel         slog.Level
 	LogFormat        string // "text" or "json"
 	DebugAddr        string // where to serve pprof profiles; empty = off
+	MetricsAddr      string // where to serve /metrics instead of the public port; empty = public port
 }
 
 const (
@@ -84,12 +89,20 @@ func settings() []setting {
 			parse: parseRedisURL, show: showURL},
 		{name: "RELAY_JWT_SECRET", defText: "(unset)", help: "HS256 secret for client JWTs; unset disables token checks",
 			parse: func(c *Config, v string) error { c.JWTSecret = v; return nil }},
+		{name: "RELAY_JWT_ISSUER", defText: "(any)", help: "set: a token's iss must be this",
+			parse: func(c *Config, v string) error { c.JWTIssuer = v; return nil }},
+		{name: "RELAY_JWT_AUDIENCE", defText: "(any)", help: "set: a token's aud must include this",
+			parse: func(c *Config, v string) error { c.JWTAudience = v; return nil }},
+		{name: "RELAY_JWT_REQUIRE_EXP", def: "false", help: "true: refuse tokens that have no exp (that never expire)",
+			parse: parseBool(func(c *Config) *bool { return &c.JWTRequireExp })},
 		{name: "RELAY_API_KEY", defText: "(unset)", help: "bearer key for the HTTP API; unset leaves it open",
 			parse: func(c *Config, v string) error { c.APIKey = v; return nil }},
 		{name: "RELAY_ALLOWED_ORIGINS", defText: "(none)", help: "comma-separated Origin host patterns, e.g. *.example.com",
 			parse: parseOrigins},
 		{name: "RELAY_MAX_CONNECTIONS", def: "0", help: "max concurrent connections, 0 = unlimited",
 			parse: intIn(func(c *Config) *int { return &c.MaxConnections }, 0, math.MaxInt)},
+		{name: "RELAY_MAX_CONNECTIONS_PER_IP", def: "0", help: "max concurrent connections from one client IP (behind a trusted proxy, the forwarded one), 0 = unlimited",
+			parse: intIn(func(c *Config) *int { return &c.MaxConnsPerIP }, 0, math.MaxInt)},
 		{name: "RELAY_MAX_MESSAGE_BYTES", def: "65536", help: "max bytes in one client frame (close 1009 past it) or notify message (400)",
 			parse: intIn(func(c *Config) *int { return &c.MaxMessageBytes }, minMessageMax, maxMessageMax)},
 		{name: "RELAY_PING_INTERVAL", def: "30s", help: "interval between keep-alive pings",
@@ -122,6 +135,8 @@ func settings() []setting {
 			parse: parseLogLevel},
 		{name: "RELAY_LOG_FORMAT", def: "text", help: "text or json",
 			parse: parseLogFormat},
+		{name: "RELAY_METRICS_ADDR", defText: "(public port)", help: "serve /metrics on this address only, not on the public port",
+			parse: func(c *Config, v string) error { c.MetricsAddr = v; return nil }},
 		{name: "RELAY_DEBUG_ADDR", defText: "(off)", help: "serve Go's pprof profiles on this address; keep it on loopback",
 			parse: func(c *Config, v string) error { c.DebugAddr = v; return nil }},
 	}
@@ -207,6 +222,11 @@ func (c Config) LogValue() slog.Value {
 		slog.String("log_level", c.LogLevel.String()),
 		slog.String("log_format", c.LogFormat),
 		slog.String("debug_addr", c.DebugAddr),
+		slog.String("metrics_addr", c.MetricsAddr),
+		slog.String("jwt_issuer", c.JWTIssuer),
+		slog.String("jwt_audience", c.JWTAudience),
+		slog.Bool("jwt_require_exp", c.JWTRequireExp),
+		slog.Int("max_connections_per_ip", c.MaxConnsPerIP),
 	)
 }
 
@@ -328,6 +348,18 @@ func intIn(field func(*Config) *int, lo, hi int) func(*Config, string) error {
 			return fmt.Errorf("an integer from %d to %d", lo, hi)
 		}
 		*field(c) = n
+		return nil
+	}
+}
+
+// parseBool returns a parser for a true/false field.
+func parseBool(field func(*Config) *bool) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return errors.New("true or false")
+		}
+		*field(c) = b
 		return nil
 	}
 }

@@ -41,9 +41,13 @@ func TestVariables(t *testing.T) {
 		{"RELAY_NODE_ID", func(c Config) any { return c.NodeID }, hostname(), "node-7", "node-7", strings.Repeat("n", 256)},
 		{"RELAY_REDIS_URL", func(c Config) any { return c.RedisURL }, "", "rediss://:pw@cache:6380/2", "rediss://:pw@cache:6380/2", "http://cache:6379"},
 		{"RELAY_JWT_SECRET", func(c Config) any { return c.JWTSecret }, "", "s3cret", "s3cret", ""},
+		{"RELAY_JWT_ISSUER", func(c Config) any { return c.JWTIssuer }, "", "https://id.example.com", "https://id.example.com", ""},
+		{"RELAY_JWT_AUDIENCE", func(c Config) any { return c.JWTAudience }, "", "relay", "relay", ""},
+		{"RELAY_JWT_REQUIRE_EXP", func(c Config) any { return c.JWTRequireExp }, false, "true", true, "sometimes"},
 		{"RELAY_API_KEY", func(c Config) any { return c.APIKey }, "", "k3y", "k3y", ""},
 		{"RELAY_ALLOWED_ORIGINS", func(c Config) any { return c.AllowedOrigins }, []string(nil), "example.com,*.example.com", []string{"example.com", "*.example.com"}, "[bad"},
 		{"RELAY_MAX_CONNECTIONS", func(c Config) any { return c.MaxConnections }, 0, "5000", 5000, "-1"},
+		{"RELAY_MAX_CONNECTIONS_PER_IP", func(c Config) any { return c.MaxConnsPerIP }, 0, "10", 10, "-1"},
 		{"RELAY_MAX_MESSAGE_BYTES", func(c Config) any { return c.MaxMessageBytes }, 65536, "1024", 1024, "1023"},
 		{"RELAY_PING_INTERVAL", func(c Config) any { return c.PingInterval }, 30 * time.Second, "15s", 15 * time.Second, "abc"},
 		{"RELAY_PONG_TIMEOUT", func(c Config) any { return c.PongTimeout }, 10 * time.Second, "2s", 2 * time.Second, "0s"},
@@ -60,6 +64,7 @@ func TestVariables(t *testing.T) {
 		{"RELAY_REDIS_PREFIX", func(c Config) any { return c.RedisPrefix }, "relay:", "chat:", "chat:", ""},
 		{"RELAY_LOG_LEVEL", func(c Config) any { return c.LogLevel }, slog.LevelInfo, "WARN", slog.LevelWarn, "verbose"},
 		{"RELAY_LOG_FORMAT", func(c Config) any { return c.LogFormat }, "text", "JSON", "json", "xml"},
+		{"RELAY_METRICS_ADDR", func(c Config) any { return c.MetricsAddr }, "", "127.0.0.1:9090", "127.0.0.1:9090", ""},
 		{"RELAY_DEBUG_ADDR", func(c Config) any { return c.DebugAddr }, "", "127.0.0.1:6060", "127.0.0.1:6060", ""},
 	}
 	if len(tests) != len(settings()) {

@@ -18,6 +18,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/relay/relay/internal/node/nodetest"
+	"github.com/relay/relay/internal/testkit"
 	"github.com/relay/relay/internal/wstest"
 )
 
@@ -273,4 +274,33 @@ func TestSlowAndIdleHTTP(t *testing.T) {
 	if status, _ := readStatus(slow, time.Second); status != 0 && status != http.StatusRequestTimeout {
 		t.Errorf("the cut request got %d", status)
 	}
+}
+
+// RELAY_MAX_CONNECTIONS_PER_IP counts a client's address (behind a
+// trusted proxy, the forwarded one): past it, 429 with a JSON error; other
+// addresses are not affected, and a closed connection frees its slot.
+func TestConnectionsPerIP(t *testing.T) {
+	t.Parallel()
+	n := nodetest.Start(t, map[string]string{"RELAY_MAX_CONNECTIONS_PER_IP": "2", "RELAY_TRUSTED_PROXIES": "127.0.0.1"})
+	from := func(ip string) *websocket.DialOptions {
+		return &websocket.DialOptions{HTTPHeader: http.Header{"X-Forwarded-For": {ip}}}
+	}
+	a := wstest.Dial(t, n.WS("name=a"), from("203.0.113.1"))
+	a.Welcome()
+	b := wstest.Dial(t, n.WS("name=b"), from("203.0.113.1"))
+	b.Welcome()
+	_, err := wstest.TryDial(t, n.WS("name=c"), from("203.0.113.1"))
+	if err == nil || !strings.Contains(err.Error(), "HTTP 429") || !strings.Contains(err.Error(), `"error"`) {
+		t.Fatalf("third connection from one address: %v, want 429 with a JSON error", err)
+	}
+	other := wstest.Dial(t, n.WS("name=d"), from("203.0.113.2"))
+	other.Welcome()
+	_ = a.WS.Close(websocket.StatusNormalClosure, "")
+	testkit.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		c, err := wstest.TryDial(t, n.WS("name=c"), from("203.0.113.1"))
+		if err == nil {
+			c.Welcome()
+		}
+		return err
+	})
 }

@@ -29,8 +29,12 @@ func (s *Server) routes() http.Handler {
 	r.GET("/api/history", s.bounded(), s.handleHistory)
 	r.GET("/healthz", s.handleHealthz)
 	r.GET("/readyz", s.handleReadyz)
-	r.GET("/metrics", gin.WrapH(s.metrics.Handler()))
-	r.GET("/ws", gin.WrapF(s.handleWS))
+	if s.cfg.MetricsAddr == "" { // else served on its own address only
+		r.GET("/metrics", gin.WrapH(s.metrics.Handler()))
+	}
+	// The client IP (behind a trusted proxy, the forwarded one) is gin's
+	// to work out; the rest of the handler is plain net/http.
+	r.GET("/ws", func(c *gin.Context) { s.handleWS(c.Writer, c.Request, c.ClientIP()) })
 	r.GET("/demo", gin.WrapH(web.Handler()))
 	r.GET("/relay.js", gin.WrapH(web.Handler()))
 

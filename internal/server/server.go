@@ -50,6 +50,7 @@ type Server struct {
 	shutOnce sync.Once
 
 	bodies bodies // API requests still receiving their body
+	perIP  perIP  // open connections by client IP
 
 	frames  chan frameJob  // client frames for the workers
 	workers sync.WaitGroup // frame workers, stopped after the sessions
@@ -63,7 +64,7 @@ func New(cfg config.Config, h *hub.Hub, b Readier, m *metrics.Metrics, log *slog
 		broker:   b,
 		metrics:  m,
 		log:      log,
-		verifier: auth.NewVerifier(cfg.JWTSecret),
+		verifier: auth.NewVerifier(cfg.JWTSecret, auth.Claims{Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, RequireExp: cfg.JWTRequireExp}),
 		apiKey:   auth.NewAPIKey(cfg.APIKey),
 		pool: wsconn.NewPool(wsconn.Options{
 			QueueBytes:     cfg.SendQueueBytes,

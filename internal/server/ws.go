@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"path"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/coder/websocket"
@@ -27,7 +28,7 @@ const brokerTimeout = 5 * time.Second
 // client gets an HTTP status and a JSON reason, then hands the connection to
 // a session goroutine and returns: the handler's stack and net/http's
 // buffers are freed, which is most of what an idle connection would cost.
-func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleWS(w http.ResponseWriter, r *http.Request, ip string) {
 	user, status, msg := s.admit(r)
 	if status != 0 {
 		s.reject(w, status, msg)
@@ -42,8 +43,14 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, http.StatusServiceUnavailable, "connection limit reached")
 		return
 	}
+	if !s.perIP.reserve(ip, s.cfg.MaxConnsPerIP) {
+		s.conns.Add(-1)
+		s.rejectAs(w, http.StatusTooManyRequests, "per_ip", "too many connections from your address")
+		return
+	}
 	if !s.startSession() {
 		s.conns.Add(-1)
+		s.perIP.release(ip)
 		s.reject(w, http.StatusServiceUnavailable, "server is shutting down")
 		return
 	}
@@ -51,6 +58,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	defer func() {
 		if !started {
 			s.conns.Add(-1)
+			s.perIP.release(ip)
 			s.sessions.Done()
 		}
 	}()
@@ -85,7 +93,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	s.metrics.Connections.Inc()
 	s.metrics.ConnectionsTotal.Inc()
 	started = true
-	go s.session(ws, conn, client) // joined by Shutdown through s.sessions
+	go s.session(ws, conn, client, ip) // joined by Shutdown through s.sessions
 }
 
 // admit authenticates the upgrade request and picks the user name. A
@@ -179,6 +187,40 @@ func (s *Server) originAllowed(r *http.Request) bool {
 	return false
 }
 
+// perIP counts open connections by client IP, for
+// RELAY_MAX_CONNECTIONS_PER_IP. Only addresses with a connection are kept.
+type perIP struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (p *perIP) reserve(ip string, limit int) bool {
+	if limit <= 0 {
+		return true
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.n == nil {
+		p.n = make(map[string]int)
+	}
+	if p.n[ip] >= limit {
+		return false
+	}
+	p.n[ip]++
+	return true
+}
+
+func (p *perIP) release(ip string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.n == nil {
+		return
+	}
+	if p.n[ip]--; p.n[ip] <= 0 {
+		delete(p.n, ip)
+	}
+}
+
 func (s *Server) reserveConn() bool {
 	max := int64(s.cfg.MaxConnections)
 	for {
@@ -200,9 +242,10 @@ func guestName() string {
 
 // session is a connection's one reader: it reads frames until the
 // connection closes, then unregisters the client (announcing its leave).
-func (s *Server) session(ws *websocket.Conn, conn *wsconn.Conn, c *hub.Client) {
+func (s *Server) session(ws *websocket.Conn, conn *wsconn.Conn, c *hub.Client, ip string) {
 	defer s.sessions.Done()
 	defer s.conns.Add(-1)
+	defer s.perIP.release(ip)
 	defer s.metrics.Connections.Dec()
 	defer func() {
 		// While shutting down the node says goodbye quickly: the whole
