@@ -2,6 +2,7 @@ package protocol_test
 
 import (
 	"encoding/json"
+	"net/url"
 	"testing"
 	"unicode/utf8"
 
@@ -115,4 +116,41 @@ func firstNonSpace(b []byte) int {
 		}
 	}
 	return -1
+}
+
+// FuzzParseResume: the upgrade query comes from anyone. A list it accepts
+// names only valid streams, each once, within the room limit; one it
+// refuses says why.
+func FuzzParseResume(f *testing.F) {
+	for _, seed := range []string{
+		"epoch=e&since=*:12,@:3,lobby:44,ops:17", "epoch=e&since=team%3Aa:5", "since=lobby:1", "epoch=e",
+		"epoch=e&since=lobby", "epoch=e&since=lobby:x", "epoch=e&since=a:1,a:2", "epoch=e&since=bad%20room:1",
+		"epoch=e&since=:1", "epoch=e&since=lobby:18446744073709551616", "", "name=x&token=y",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		q, err := url.ParseQuery(raw)
+		if err != nil {
+			return
+		}
+		r, perr := protocol.ParseResume(q)
+		if perr != nil {
+			if perr.Error() == "" {
+				t.Fatalf("ParseResume(%q): an error with no text", raw)
+			}
+			return
+		}
+		if r.Since == nil {
+			return // a fresh connection
+		}
+		if r.Epoch == "" || len(r.Rooms)+1 > protocol.MaxRooms {
+			t.Fatalf("ParseResume(%q) accepted %+v", raw, r)
+		}
+		for name := range r.Since {
+			if name != protocol.StreamAll && name != protocol.StreamUser && !protocol.ValidRoom(name) {
+				t.Fatalf("ParseResume(%q) accepted stream %q", raw, name)
+			}
+		}
+	})
 }
