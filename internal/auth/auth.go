@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/relay/relay/internal/protocol"
 )
 
 // ErrUnauthorized is wrapped by every authentication failure so callers can
@@ -65,24 +67,134 @@ func (v *Verifier) Enabled() bool { return len(v.secret) > 0 }
 // User verifies token and returns its sub claim, the client's user ID. Every
 // error wraps ErrUnauthorized.
 func (v *Verifier) User(token string) (string, error) {
+	id, err := v.Identity(token)
+	return id.User, err
+}
+
+// Identity is who a connection is and what it may do.
+type Identity struct {
+	User   string
+	Access Access
+}
+
+// claims are the claims relay reads from a token. rooms and send are
+// pointers so that an absent claim (no restriction) and an empty one (no
+// room but lobby; no sending) differ.
+type claims struct {
+	jwt.RegisteredClaims
+	Rooms *[]string `json:"rooms,omitempty"`
+	Send  *[]string `json:"send,omitempty"`
+	Room  *string   `json:"room,omitempty"`
+}
+
+// Identity verifies a connection token: its sub is the user, its rooms and
+// send claims (patterns, see protocol.ParseRooms) what the user may join
+// and send to. A room token (one with a room claim) does not open a
+// connection: it would otherwise grant every room. Every error wraps
+// ErrUnauthorized.
+func (v *Verifier) Identity(token string) (Identity, error) {
+	c, err := v.parse(token)
+	if err != nil {
+		return Identity{}, err
+	}
+	if c.Room != nil {
+		return Identity{}, fmt.Errorf("%w: a room token cannot open a connection", ErrUnauthorized)
+	}
+	a := Unrestricted
+	if c.Rooms != nil {
+		if a.join, err = protocol.ParseRooms(*c.Rooms); err != nil {
+			return Identity{}, fmt.Errorf("%w: rooms claim: %v", ErrUnauthorized, err)
+		}
+	}
+	if c.Send != nil {
+		send, err := protocol.ParseRooms(*c.Send)
+		if err != nil {
+			return Identity{}, fmt.Errorf("%w: send claim: %v", ErrUnauthorized, err)
+		}
+		a.send = &send
+	}
+	return Identity{User: c.Subject, Access: a}, nil
+}
+
+// ErrForbidden is wrapped by every refused room token.
+var ErrForbidden = errors.New("forbidden")
+
+// RoomToken verifies a room token that user presents to join room: signed
+// like a connection token, with sub user and a room claim naming room.
+// Every error wraps ErrForbidden.
+func (v *Verifier) RoomToken(token, user, room string) error {
 	if !v.Enabled() {
-		return "", fmt.Errorf("%w: token auth is not configured", ErrUnauthorized)
+		return fmt.Errorf("%w: room tokens need RELAY_JWT_SECRET", ErrForbidden)
+	}
+	c, err := v.parse(token)
+	if err != nil {
+		var te *tokenError
+		errors.As(err, &te)
+		return fmt.Errorf("%w: room token: %s", ErrForbidden, te.reason)
+	}
+	switch {
+	case c.Room == nil:
+		return fmt.Errorf("%w: not a room token (no room claim)", ErrForbidden)
+	case *c.Room != room:
+		return fmt.Errorf("%w: the room token is for another room", ErrForbidden)
+	case c.Subject != user:
+		return fmt.Errorf("%w: the room token is for another user", ErrForbidden)
+	}
+	return nil
+}
+
+// tokenError is why a token was refused, in a few words. It wraps
+// ErrUnauthorized.
+type tokenError struct{ reason string }
+
+func (e *tokenError) Error() string { return ErrUnauthorized.Error() + ": " + e.reason }
+func (e *tokenError) Unwrap() error { return ErrUnauthorized }
+
+// parse verifies token's signature and registered claims. Every error is a
+// *tokenError.
+func (v *Verifier) parse(token string) (*claims, error) {
+	if !v.Enabled() {
+		return nil, &tokenError{"token auth is not configured"}
 	}
 	if token == "" {
-		return "", fmt.Errorf("%w: missing token", ErrUnauthorized)
+		return nil, &tokenError{"missing token"}
 	}
-	var claims jwt.RegisteredClaims
-	parsed, err := v.parser.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) {
+	var c claims
+	parsed, err := v.parser.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) {
 		return v.secret, nil
 	})
 	if err != nil {
-		return "", fmt.Errorf("%w: %s", ErrUnauthorized, reason(parsed, err))
+		return nil, &tokenError{reason(parsed, err)}
 	}
-	if claims.Subject == "" {
-		return "", fmt.Errorf("%w: token has no sub", ErrUnauthorized)
+	if c.Subject == "" {
+		return nil, &tokenError{"token has no sub"}
 	}
-	return claims.Subject, nil
+	return &c, nil
 }
+
+// Access is what a connection may do: join the rooms its patterns match
+// (lobby always), and send to the rooms its send patterns match, or, with
+// no send claim, to every room it is in. It implements hub.Access.
+type Access struct {
+	join protocol.Rooms
+	send *protocol.Rooms // nil: no restriction beyond membership
+}
+
+// Unrestricted may join and send to every room: a token without rooms and
+// send claims, or guests with RELAY_GUEST_ROOMS=*.
+var Unrestricted = Access{join: protocol.AnyRoom}
+
+// GuestAccess is what guests may do: join the rooms of RELAY_GUEST_ROOMS
+// and send wherever they are.
+func GuestAccess(rooms protocol.Rooms) Access { return Access{join: rooms} }
+
+// MayJoin reports whether the connection may join room by itself (without
+// a room token).
+func (a Access) MayJoin(room string) bool { return room == protocol.Lobby || a.join.Match(room) }
+
+// MaySend reports whether the connection may send chat to room, given that
+// it is in it.
+func (a Access) MaySend(room string) bool { return a.send == nil || a.send.Match(room) }
 
 // reason turns a jwt error into a short message fit for a log line or a
 // close frame; the library's own messages are long and nested.
@@ -128,6 +240,27 @@ func Mint(secret, sub string, ttl time.Duration) (string, error) {
 		claims.ExpiresAt = jwt.NewNumericDate(now.Add(ttl))
 	}
 	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(secret))
+	if err != nil {
+		return "", fmt.Errorf("mint token: %w", err)
+	}
+	return s, nil
+}
+
+// MintWith is Mint with extra claims (rooms, send, room), for tests and the
+// benchmark tool.
+func MintWith(secret, sub string, ttl time.Duration, extra map[string]any) (string, error) {
+	if secret == "" {
+		return "", errors.New("mint token: empty secret")
+	}
+	now := time.Now()
+	c := jwt.MapClaims{"sub": sub, "iat": now.Unix()}
+	if ttl != 0 {
+		c["exp"] = now.Add(ttl).Unix()
+	}
+	for k, v := range extra {
+		c[k] = v
+	}
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString([]byte(secret))
 	if err != nil {
 		return "", fmt.Errorf("mint token: %w", err)
 	}

@@ -14,6 +14,7 @@ const (
 	TypeJoin    = "join"
 	TypeLeave   = "leave"
 	TypePing    = "ping"
+	TypeWho     = "who"
 )
 
 // ClientFrame is one decoded, validated frame from a client.
@@ -22,13 +23,17 @@ type ClientFrame struct {
 	Room string          // set for message, join and leave
 	Data json.RawMessage // set for message: any JSON value
 	Last int             // join: how many of the room's latest messages to replay
+	// Token, on a join: a room token (a JWT granting this one room to
+	// this user).
+	Token string
 }
 
 type clientEnvelope struct {
-	Type string          `json:"type"`
-	Room *string         `json:"room"`
-	Data json.RawMessage `json:"data"`
-	Last int             `json:"last"`
+	Type  string          `json:"type"`
+	Room  *string         `json:"room"`
+	Data  json.RawMessage `json:"data"`
+	Last  int             `json:"last"`
+	Token *string         `json:"token"`
 }
 
 // DecodeClient decodes one text frame. A frame whose first non-whitespace
@@ -71,7 +76,7 @@ func DecodeClient(b []byte) (ClientFrame, *Error) {
 			return ClientFrame{}, &Error{ErrBadMessage, "a message needs data"}
 		}
 		f.Data = env.Data
-	case TypeJoin, TypeLeave:
+	case TypeJoin, TypeLeave, TypeWho:
 		if env.Room == nil {
 			return ClientFrame{}, &Error{ErrBadRoom, env.Type + " needs a room"}
 		}
@@ -79,6 +84,12 @@ func DecodeClient(b []byte) (ClientFrame, *Error) {
 			return ClientFrame{}, &Error{ErrBadJSON, fmt.Sprintf("last: a join may ask for 0 to %d messages", MaxLast)}
 		}
 		f.Last = env.Last
+		if env.Token != nil {
+			if env.Type != TypeJoin || *env.Token == "" || len(*env.Token) > MaxTokenBytes {
+				return ClientFrame{}, &Error{ErrBadJSON, fmt.Sprintf("token: a join may carry a room token of 1 to %d bytes", MaxTokenBytes)}
+			}
+			f.Token = *env.Token
+		}
 	case "":
 		return ClientFrame{}, &Error{ErrUnknownType, "missing type"}
 	default:

@@ -18,6 +18,7 @@ const (
 	ErrRateLimited   ErrorCode = "rate_limited"   // a frame past the connection's rate limit; it was dropped
 	ErrUnavailable   ErrorCode = "unavailable"    // the broker could not accept the message; it was not sent
 	ErrTooLarge      ErrorCode = "too_large"      // the message, encoded for its receivers, would exceed the frame limit
+	ErrForbidden     ErrorCode = "forbidden"      // a join or message the connection's permissions (token, guest rooms, room token) do not allow
 )
 
 // Error is a client mistake reported back in an error frame. It never closes
@@ -45,7 +46,15 @@ var (
 	CloseRateLimited    = CloseCode{1008, "rate limit exceeded"}
 	CloseServiceRestart = CloseCode{1012, "service restart"}
 	CloseTryAgainLater  = CloseCode{1013, "try again later"}
+	// CloseDisconnected: POST /api/disconnect closed the connection. The
+	// reason is the API call's (this one when it gives none). Codes
+	// 4000–4999 are final: relay's clients do not reconnect after them.
+	CloseDisconnected = CloseCode{4000, "disconnected by the server"}
 )
+
+// MaxCloseReason is the longest close reason a WebSocket close frame can
+// carry, in bytes (RFC 6455 §5.5: 125 bytes of payload, 2 of them the code).
+const MaxCloseReason = 123
 
 // MaxRooms is how many rooms one connection may be in at once, lobby counted.
 const MaxRooms = 100
@@ -57,3 +66,6 @@ const Envelope = 1024
 
 // Lobby is the room every connection starts in.
 const Lobby = "lobby"
+
+// MaxTokenBytes bounds a room token in a join frame.
+const MaxTokenBytes = 4096

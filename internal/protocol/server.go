@@ -40,6 +40,10 @@ type Welcome struct {
 	// was filled, and which were not.
 	Recovered *bool    `json:"recovered,omitempty"`
 	Missed    []string `json:"missed,omitempty"`
+	// Forbidden names the rooms a resume listed that the connection may
+	// not join (its token's rooms, RELAY_GUEST_ROOMS, or a room token that
+	// the handshake cannot carry): they were not joined.
+	Forbidden []string `json:"forbidden,omitempty"`
 }
 
 // Membership is a join or leave in a room.
@@ -53,6 +57,20 @@ type Membership struct {
 	// Seq, on a client's own join only: the room's last position when it
 	// joined. Messages after it reach the client.
 	Seq *uint64 `json:"seq,omitempty"`
+	// Reason, on a client's own leave only when the server API removed
+	// it from the room.
+	Reason string `json:"reason,omitempty"`
+}
+
+// Who answers {"type":"who"}: the distinct users in a room across the
+// cluster, sorted, at most the node's limit (Truncated: there are more).
+// Online counts connections, as in join and leave frames.
+type Who struct {
+	Type      string   `json:"type"`
+	Room      string   `json:"room"`
+	Online    int      `json:"online"`
+	Users     []string `json:"users"`
+	Truncated bool     `json:"truncated"`
 }
 
 // Presence summarises membership changes in a room too big for per-member
