@@ -126,9 +126,11 @@ cluster_metrics() { # every replica's base URL, comma-separated
 	(IFS=,; echo "${urls[*]}")
 }
 
-# cpu_sampler FILE: every 0.5 s, "unix_ms nginx relay redis" CPU nanoseconds
-# (relay summed over replicas), from the containers' cpuacct cgroups, while
-# $OUT/cluster.sampling exists (at most 10 minutes).
+# cpu_sampler FILE: every 0.5 s, "unix_ms nginx relay redis busy irq" CPU
+# nanoseconds: the containers' from their cpuacct cgroups (relay summed over
+# replicas), then the whole machine's busy time and its time in interrupts
+# (the network stack's receive side, charged to no container), from
+# /proc/stat; while $OUT/cluster.sampling exists (at most 10 minutes).
 cpu_sampler() {
 	local file=$1 ids svc id total line n
 	local -A cg
@@ -155,6 +157,7 @@ cpu_sampler() {
 			done
 			line+=" $total"
 		done
+		line+=" $(awk -v hz="$(getconf CLK_TCK)" '/^cpu / {printf "%.0f %.0f", ($2+$3+$4+$7+$8+$9) * 1e9 / hz, ($7+$8) * 1e9 / hz}' /proc/stat)"
 		echo "$line" >>"$file"
 		sleep 0.5
 	done
@@ -182,12 +185,14 @@ cluster_bench() {
 # cluster_cpu NAME: CPU per container over the report's measured phase (or
 # the whole run for idle), in cores and in microseconds per delivery.
 cluster_cpu() {
-	local name=$1 from to delivered
+	local name=$1 from to delivered benchcpu
 	from=$(sed -n 's/.*"measured_from_unix_ms": \([0-9]*\).*/\1/p' "$OUT/cluster-$name.json")
 	to=$(sed -n 's/.*"measured_to_unix_ms": \([0-9]*\).*/\1/p' "$OUT/cluster-$name.json")
 	delivered=$(sed -n 's/.*"delivered": \([0-9]*\).*/\1/p' "$OUT/cluster-$name.json")
-	awk -v name="$name" -v from="${from:-0}" -v to="${to:-0}" -v delivered="${delivered:-0}" '
-		{ t[NR] = $1; for (i = 2; i <= 4; i++) c[NR, i] = $i }
+	benchcpu=$(sed -n 's/.*"bench_cpu_percent": \([0-9.]*\).*/\1/p' "$OUT/cluster-$name.json")
+	awk -v name="$name" -v from="${from:-0}" -v to="${to:-0}" -v delivered="${delivered:-0}" \
+		-v benchcpu="${benchcpu:-0}" -v cores="$(nproc)" '
+		{ t[NR] = $1; for (i = 2; i <= 6; i++) c[NR, i] = $i }
 		END {
 			a = 1; b = NR
 			if (from > 0) { for (i = 1; i <= NR; i++) { if (t[i] <= from) a = i; if (t[i] <= to) b = i } }
@@ -203,6 +208,16 @@ cluster_cpu() {
 				if (delivered > 0) line = line sprintf(", %.2f us per delivery", 1e6 * cpu / delivered)
 				print line
 			}
+			irq = (c[b, 6] - c[a, 6]) / 1e9
+			line = sprintf("  kernel interrupts (network receive) %.1f %% of a core", 100 * irq / secs)
+			if (delivered > 0) line = line sprintf(", %.2f us per delivery", 1e6 * irq / delivered)
+			print line
+			if (benchcpu > 0) {
+				line = sprintf("  load generator %.1f %% of a core", benchcpu)
+				if (delivered > 0) line = line sprintf(", %.2f us per delivery", 1e4 * benchcpu * secs / delivered)
+				print line
+			}
+			printf "  machine busy %.0f %% of %d cores\n", 100 * (c[b, 5] - c[a, 5]) / 1e9 / secs, cores
 		}' "$OUT/cluster-$name.cpu"
 }
 
@@ -254,6 +269,7 @@ cluster_scale() {
 	sleep 10
 	cluster_compose up -d --no-recreate --scale relay=5 --wait >/dev/null
 	sleep 6 # nginx looks the service name up again every 5 s
+	# (Its disconnect time counts the held clients too: it waits for them.)
 	"$OUT/relay" bench -url "$URL" -metrics "$(cluster_metrics)" -json -quiet -conns 3000 -ramp 1000 -duration 5s idle | tee "$OUT/cluster-after-scale.json"
 	wait "$held"
 	cat "$OUT/cluster-held.json"
