@@ -19,6 +19,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/relay/relay/internal/protocol"
 )
 
 // Config is relay's complete runtime configuration. It is built once at
@@ -44,6 +46,8 @@ type Config struct {
 	PresenceInterval time.Duration // how often presence changes are batched and sent
 	HistorySize      int           // messages kept per stream; 0 = no history
 	HistoryTTL       time.Duration // how long a message stays in history
+	GuestRooms       []string      // room patterns guests may join (no JWT secret); lobby always
+	WhoLimit         int           // most users in a who answer
 	ShutdownTimeout  time.Duration // grace period for draining connections on shutdown
 	HTTPIdleTimeout  time.Duration // how long an idle keep-alive connection stays open
 	HTTPBodyTimeout  time.Duration // how long an API request may take to send its body
@@ -121,6 +125,10 @@ func settings() []setting {
 			parse: intIn(func(c *Config) *int { return &c.HistorySize }, 0, 100000)},
 		{name: "RELAY_HISTORY_TTL", def: "2m", help: "how long a message stays in its stream's history",
 			parse: positiveDuration(func(c *Config) *time.Duration { return &c.HistoryTTL })},
+		{name: "RELAY_GUEST_ROOMS", def: "*", help: "comma-separated rooms and prefixes (support-*) guests may join when RELAY_JWT_SECRET is unset; lobby always",
+			parse: parseGuestRooms},
+		{name: "RELAY_WHO_LIMIT", def: "1000", help: "most users listed in a who answer (WebSocket who, GET /api/rooms/{room})",
+			parse: intIn(func(c *Config) *int { return &c.WhoLimit }, 1, 100000)},
 		{name: "RELAY_SHUTDOWN_TIMEOUT", def: "10s", help: "time from SIGTERM to exit: close clients with 1012, then stop",
 			parse: positiveDuration(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
 		{name: "RELAY_HTTP_IDLE_TIMEOUT", def: "60s", help: "an idle keep-alive HTTP connection is closed after this",
@@ -214,6 +222,8 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("presence_interval", c.PresenceInterval),
 		slog.Int("history_size", c.HistorySize),
 		slog.Duration("history_ttl", c.HistoryTTL),
+		slog.Any("guest_rooms", c.GuestRooms),
+		slog.Int("who_limit", c.WhoLimit),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
 		slog.Duration("http_idle_timeout", c.HTTPIdleTimeout),
 		slog.Duration("http_body_timeout", c.HTTPBodyTimeout),
@@ -319,6 +329,15 @@ func parseOrigins(c *Config, v string) error {
 		}
 	}
 	c.AllowedOrigins = list
+	return nil
+}
+
+func parseGuestRooms(c *Config, v string) error {
+	list := splitList(v)
+	if _, err := protocol.ParseRooms(list); err != nil {
+		return fmt.Errorf("comma-separated room names or prefixes ending in *: %w", err)
+	}
+	c.GuestRooms = list
 	return nil
 }
 

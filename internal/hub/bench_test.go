@@ -45,7 +45,7 @@ func BenchmarkFanout(b *testing.B) {
 			defer h.Close()
 			for i := range n {
 				c := &queueConn{q: make([][]byte, 0, 64)}
-				if _, err := h.Register(ctx, c, fmt.Sprintf("u%d", i), protocol.Resume{}); err != nil {
+				if _, err := h.Register(ctx, c, fmt.Sprintf("u%d", i), nil, protocol.Resume{}); err != nil {
 					b.Fatal(err)
 				}
 			}

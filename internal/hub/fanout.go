@@ -22,6 +22,9 @@ func (h *Hub) Chat(ctx context.Context, c *Client, room string, data json.RawMes
 	if !c.inRoom(room) {
 		return &protocol.Error{Code: protocol.ErrNotMember, Text: "join room " + room + " before sending to it"}
 	}
+	if !c.maySend(room) {
+		return &protocol.Error{Code: protocol.ErrForbidden, Text: "you may not send to room " + room}
+	}
 	msg, err := protocol.Marshal(protocol.Chat{
 		Type: protocol.TypeMessage, Room: room, User: c.user, Data: data,
 		ID: h.newID(), TS: time.Now().UnixMilli(),
@@ -98,6 +101,8 @@ func (h *Hub) deliver(topic string, m broker.Message) {
 		h.catchUp(topic)
 	case m.Seq != 0:
 		h.deliverStream(topic, m)
+	case len(m.Payload) > 0 && m.Payload[0] == controlVersion:
+		h.control(topic, m.Payload)
 	default:
 		origin, except, frame, err := decodeWire(m.Payload)
 		if err != nil {

@@ -40,9 +40,13 @@ type Broker interface {
 // Counter counts room members: this node's alone, or the cluster's
 // (package presence). A join Add that fails is not counted (the hub refuses
 // the join); a leave Add that fails is still recorded by the counter.
+// Who and Rooms read what the counts are made of: who is in a room, and
+// which rooms have members.
 type Counter interface {
-	Add(ctx context.Context, room string, delta int) (presence.Change, error)
+	Add(ctx context.Context, room, user string, delta int) (presence.Change, error)
 	Claim(ctx context.Context, room string) (presence.Summary, bool, error)
+	Who(ctx context.Context, room string, limit int) (presence.Members, error)
+	Rooms(ctx context.Context, after string, limit int) ([]presence.RoomCount, error)
 }
 
 // Observer receives delivery counts, for metrics. Methods must not block.
@@ -68,6 +72,8 @@ type Options struct {
 	// date (a resume, a join with history); past it the client is closed
 	// as too slow. Default 1 MiB.
 	HoldBytes int
+	// WhoLimit bounds the users in a who answer. Default 1000.
+	WhoLimit int
 }
 
 // Hub is one node's view of the service. Create it with New, call Start, and
@@ -95,6 +101,8 @@ type Hub struct {
 	presenceMu      sync.Mutex
 	presencePending map[string]struct{} // rooms with coalesced changes to announce
 
+	removals chan removal // for controlLoop (control.go)
+
 	stop     chan struct{}
 	stopOnce sync.Once
 	wg       sync.WaitGroup
@@ -114,6 +122,9 @@ func New(opts Options, b Broker) *Hub {
 	if opts.HoldBytes <= 0 {
 		opts.HoldBytes = 1 << 20
 	}
+	if opts.WhoLimit <= 0 {
+		opts.WhoLimit = 1000
+	}
 	var r [4]byte
 	_, _ = rand.Read(r[:])
 	h := &Hub{
@@ -126,6 +137,7 @@ func New(opts Options, b Broker) *Hub {
 		clients:  make(map[*Client]struct{}),
 		users:    make(map[string]*userEntry),
 		stop:     make(chan struct{}),
+		removals: make(chan removal, controlQueue),
 	}
 	h.subs = newSubscriptions(h)
 	h.counter = opts.Counter
@@ -140,8 +152,9 @@ func New(opts Options, b Broker) *Hub {
 // If the broker is unreachable it keeps trying in the background, so that a
 // cluster can start in any order; the node reports unready meanwhile.
 func (h *Hub) Start(ctx context.Context) error {
-	h.wg.Add(1)
+	h.wg.Add(2)
 	go h.presenceLoop()
+	go h.controlLoop()
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Second) // a broker that never answers must not hold up startup
 	defer cancel()
 	if err := h.subs.acquire(sctx, topicAll); err != nil {

@@ -27,7 +27,7 @@ func TestFanoutAllocationsDoNotGrowWithReceivers(t *testing.T) {
 		}
 		defer h.Close()
 		for i := range n {
-			if _, err := h.Register(ctx, &queueConn{q: make([][]byte, 0, 8)}, fmt.Sprintf("u%d", i), protocol.Resume{}); err != nil {
+			if _, err := h.Register(ctx, &queueConn{q: make([][]byte, 0, 8)}, fmt.Sprintf("u%d", i), nil, protocol.Resume{}); err != nil {
 				t.Fatal(err)
 			}
 		}

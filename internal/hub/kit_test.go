@@ -51,6 +51,12 @@ type event struct {
 	Left   int             `json:"left"`
 	Data   json.RawMessage `json:"data"`
 	ID     string          `json:"id"`
+	// who, a removal's leave, a resume's welcome
+	Users     []string `json:"users"`
+	Truncated bool     `json:"truncated"`
+	Reason    string   `json:"reason"`
+	Forbidden []string `json:"forbidden"`
+	Epoch     string   `json:"epoch"`
 }
 
 func (c *testConn) Send(frame []byte) bool {
@@ -255,7 +261,7 @@ func (c *hookCounter) setClaimShut(v bool) {
 	c.mu.Unlock()
 }
 
-func (c *hookCounter) Add(ctx context.Context, room string, delta int) (presence.Change, error) {
+func (c *hookCounter) Add(ctx context.Context, room, user string, delta int) (presence.Change, error) {
 	c.mu.Lock()
 	hook := c.onAdd
 	c.mu.Unlock()
@@ -264,7 +270,7 @@ func (c *hookCounter) Add(ctx context.Context, room string, delta int) (presence
 			return presence.Change{}, err
 		}
 	}
-	return c.Local.Add(ctx, room, delta)
+	return c.Local.Add(ctx, room, user, delta)
 }
 
 func (c *hookCounter) Claim(ctx context.Context, room string) (presence.Summary, bool, error) {
@@ -343,7 +349,7 @@ func newFixture(t *testing.T, opts hub.Options) *fixture {
 func (f *fixture) register(user string) (*hub.Client, *testConn) {
 	f.t.Helper()
 	conn := &testConn{t: f.t}
-	c, err := f.hub.Register(context.Background(), conn, user, protocol.Resume{})
+	c, err := f.hub.Register(context.Background(), conn, user, nil, protocol.Resume{})
 	if err != nil {
 		f.t.Fatalf("Register(%q): %v", user, err)
 	}

@@ -19,15 +19,17 @@ import (
 
 // Client is one local connection registered with the hub.
 type Client struct {
-	id   uint64
-	user string
-	conn Conn
+	id     uint64
+	user   string
+	conn   Conn
+	access Access // nil: every room
 
 	// mu guards rooms, joining and gone. It is taken before the hub's
 	// roomsMu and a room's mu, never after.
 	mu      sync.Mutex
 	rooms   []string // joined or being joined; at most protocol.MaxRooms, so a slice beats a map
 	joining []string // those of rooms whose Join is still making its broker round trips
+	granted []string // rooms a room token let it join (access.go)
 	gone    bool
 
 	// Live frames held while the client catches up (hold.go).
@@ -50,14 +52,17 @@ type userEntry struct {
 	clients []*Client
 }
 
-// Register adds a connection for user and puts it in lobby and, when it
-// resumes, in the rooms it lists. Its frames come in this order: the
-// welcome, its own join of each listed room, what it missed while away (a
-// resume), then live frames for its rooms, its user and the whole node.
-// The rooms' other members get a join.
-func (h *Hub) Register(ctx context.Context, conn Conn, user string, from protocol.Resume) (*Client, error) {
+// Register adds a connection for user, allowed what access allows (nil:
+// every room), and puts it in lobby and, when it resumes, in the rooms it
+// lists that it may join; the welcome names the others as forbidden. Its
+// frames come in this order: the welcome, its own join of each listed room,
+// what it missed while away (a resume), then live frames for its rooms, its
+// user and the whole node. The rooms' other members get a join.
+func (h *Hub) Register(ctx context.Context, conn Conn, user string, access Access, from protocol.Resume) (*Client, error) {
+	c := &Client{id: h.connSeq.Add(1), user: user, conn: conn, access: access, holdLimit: h.opts.HoldBytes}
+	from, forbidden := c.allowed(from)
 	rooms := append([]string{protocol.Lobby}, from.Rooms...)
-	c := &Client{id: h.connSeq.Add(1), user: user, conn: conn, rooms: slices.Clone(rooms), holdLimit: h.opts.HoldBytes}
+	c.rooms = slices.Clone(rooms)
 	c.holding.Store(true)
 
 	topics := []string{userTopic(user)}
@@ -74,10 +79,10 @@ func (h *Hub) Register(ctx context.Context, conn Conn, user string, from protoco
 	}
 	changes := make([]presence.Change, len(rooms))
 	for i, r := range rooms {
-		ch, err := h.countJoin(ctx, r)
+		ch, err := h.countJoin(ctx, r, user)
 		if err != nil {
 			for _, done := range rooms[:i] {
-				h.uncount(ctx, done)
+				h.uncount(ctx, done, user)
 			}
 			for _, t := range topics {
 				h.releaseTopic(ctx, t)
@@ -143,6 +148,7 @@ func (h *Hub) Register(ctx context.Context, conn Conn, user string, from protoco
 		recovered := len(missed) == 0
 		welcome.Recovered, welcome.Missed = &recovered, missed
 	}
+	welcome.Forbidden = forbidden
 	frames := append(append([]protocol.Frame{h.mustEncode(welcome)}, joins...), replay...)
 	sent, dropped := c.release(frames)
 	h.obs.Delivered(sent)
@@ -217,6 +223,9 @@ func (h *Hub) Join(ctx context.Context, c *Client, room string, last int) error 
 	case c.gone:
 		c.mu.Unlock()
 		return nil
+	case !c.mayJoinLocked(room):
+		c.mu.Unlock()
+		return &protocol.Error{Code: protocol.ErrForbidden, Text: "you may not join room " + room}
 	case slices.Contains(c.rooms, room):
 		c.mu.Unlock()
 		return &protocol.Error{Code: protocol.ErrAlreadyMember, Text: "already in room " + room}
@@ -234,7 +243,7 @@ func (h *Hub) Join(ctx context.Context, c *Client, room string, last int) error 
 		c.forget(room)
 		return h.unavailable("join refused: broker unavailable", c, room, err)
 	}
-	ch, err := h.countJoin(ctx, room)
+	ch, err := h.countJoin(ctx, room, c.user)
 	if err != nil {
 		c.forget(room)
 		h.releaseTopic(ctx, roomTopic(room))
@@ -248,7 +257,7 @@ func (h *Hub) Join(ctx context.Context, c *Client, room string, last int) error 
 	c.mu.Lock()
 	if c.gone {
 		c.mu.Unlock()
-		h.undoJoin(ctx, room)
+		h.undoJoin(ctx, room, c.user)
 		return nil
 	}
 	c.joining = slices.DeleteFunc(c.joining, func(r string) bool { return r == room })
@@ -282,14 +291,14 @@ func (h *Hub) Join(ctx context.Context, c *Client, room string, last int) error 
 // undoJoin takes back a join that was counted and subscribed for a client
 // unregistered meanwhile. Nobody was told of the join, so nobody is told of
 // the leave, but a big room's next presence event counts both.
-func (h *Hub) undoJoin(ctx context.Context, room string) {
-	h.uncount(ctx, room)
+func (h *Hub) undoJoin(ctx context.Context, room, user string) {
+	h.uncount(ctx, room, user)
 	h.releaseTopic(ctx, roomTopic(room))
 }
 
 // uncount counts a leave for a join that never happened.
-func (h *Hub) uncount(ctx context.Context, room string) {
-	ch, err := h.counter.Add(ctx, room, -1)
+func (h *Hub) uncount(ctx context.Context, room, user string) {
+	ch, err := h.counter.Add(ctx, room, user, -1)
 	if err != nil {
 		h.log.Warn("leave not counted across the cluster", "room", room, "err", err)
 	} else if ch.Coalesced {
@@ -308,6 +317,12 @@ func (c *Client) forget(room string) {
 // Leave removes c from room; c gets its own leave at once. A room still
 // being joined is not left: its Join owns it until done.
 func (h *Hub) Leave(ctx context.Context, c *Client, room string) error {
+	return h.leave(ctx, c, room, "")
+}
+
+// leave is Leave; reason, when not empty, is in c's own leave frame (the
+// server API removed c).
+func (h *Hub) leave(ctx context.Context, c *Client, room, reason string) error {
 	c.mu.Lock()
 	i := slices.Index(c.rooms, room)
 	if c.gone || i < 0 || slices.Contains(c.joining, room) {
@@ -318,7 +333,15 @@ func (h *Hub) Leave(ctx context.Context, c *Client, room string) error {
 	c.mu.Unlock()
 
 	n, announce := h.removeMember(ctx, c, room, func(online int) protocol.Frame {
-		return h.membershipFrame(protocol.EventLeave, c.user, room, online)
+		f := h.membershipFrame(protocol.EventLeave, c.user, room, online)
+		if reason != "" {
+			f = h.mustEncode(protocol.Membership{
+				Type: protocol.TypeSystem, Event: protocol.EventLeave, User: c.user, Room: room, Online: online,
+				Data:   fmt.Sprintf("你已被移出 %s (removed from %s: %s)", room, room, reason),
+				Reason: reason,
+			})
+		}
+		return f
 	})
 	if announce {
 		h.announce(ctx, c, protocol.EventLeave, room, n)
@@ -344,8 +367,8 @@ type room struct {
 
 // countJoin counts a join in room (across the cluster, when there is one).
 // It may be a network round trip, so callers hold no hub lock.
-func (h *Hub) countJoin(ctx context.Context, name string) (presence.Change, error) {
-	ch, err := h.counter.Add(ctx, name, +1)
+func (h *Hub) countJoin(ctx context.Context, name, user string) (presence.Change, error) {
+	ch, err := h.counter.Add(ctx, name, user, +1)
 	if err == nil && ch.Coalesced {
 		h.markPresence(name)
 	}
@@ -405,7 +428,7 @@ func (h *Hub) removeMember(ctx context.Context, c *Client, name string, ownFrame
 		h.roomsMu.Unlock()
 	}
 
-	ch, err := h.counter.Add(ctx, name, -1)
+	ch, err := h.counter.Add(ctx, name, c.user, -1)
 	if err != nil {
 		h.log.Warn("leave not counted across the cluster", "room", name, "err", err)
 		ch.Online, ch.Coalesced = local, local > h.opts.PresenceLimit

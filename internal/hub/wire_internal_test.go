@@ -65,7 +65,7 @@ func TestDeliverSkipsExceptOnlyFromItsOwnNode(t *testing.T) {
 	h := New(Options{Node: "n1"}, br)
 	defer h.Close()
 	conn := &recConn{}
-	c, err := h.Register(t.Context(), conn, "alice", protocol.Resume{})
+	c, err := h.Register(t.Context(), conn, "alice", nil, protocol.Resume{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -86,6 +86,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 		Observer:         n.metrics,
 		HoldBytes:        cfg.SendQueueBytes,
 		MaxFrameBytes:    cfg.MaxMessageBytes + protocol.Envelope,
+		WhoLimit:         cfg.WhoLimit,
 	}
 	if counter != nil {
 		opts.Counter = counter

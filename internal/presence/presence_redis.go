@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -19,6 +20,12 @@ import (
 // that stops renewing is out of every count after TTL, and the first node
 // to notice reports its rooms' losses (NodeGone).
 //
+// Who is online: each node also keeps, per room, a hash of its members'
+// users (user → connections), and a sorted set holds every room with
+// members, by name. A join or leave changes one field of each and touches
+// the set: O(1) in the room's size. Who reads the hashes of live nodes only
+// until it has the users asked for.
+//
 // The scripts read keys they are not passed, so this works on a single
 // Redis server (or a replicated one), not on Redis Cluster.
 type Redis struct {
@@ -30,13 +37,15 @@ type Redis struct {
 	log      *slog.Logger
 
 	nodesKey, nodeKey, nodePrefix, pendingPrefix, lockPrefix string
+	usersPrefix, roomsKey                                    string
 
 	// resync is held for writing while this node's hash is rewritten from
 	// local, so that no Add lands in between; Adds hold it for reading.
 	resync   sync.RWMutex
 	localMu  sync.Mutex
-	local    map[string]int // this node's members per room
-	needSync bool           // an Add failed or Redis lost our hash
+	local    map[string]int            // this node's members per room
+	users    map[string]map[string]int // this node's connections per room and user
+	needSync bool                      // an Add failed or Redis lost our hash
 
 	onGone func(room string, s Summary)
 }
@@ -73,7 +82,8 @@ func NewRedis(o RedisOptions) *Redis {
 		client: o.Client, node: o.Node, limit: o.Limit, ttl: o.TTL, interval: o.Interval, log: o.Logger,
 		nodesKey: p + "nodes", nodeKey: p + "node:" + o.Node, nodePrefix: p + "node:",
 		pendingPrefix: p + "pending:", lockPrefix: p + "lock:",
-		local: make(map[string]int), onGone: o.NodeGone,
+		usersPrefix: p + "users:", roomsKey: p + "rooms",
+		local: make(map[string]int), users: make(map[string]map[string]int), onGone: o.NodeGone,
 		// A node restarted under the same name finds its previous life's
 		// counts still in Redis: its first renewal replaces them.
 		needSync: true,
@@ -86,8 +96,9 @@ func NewRedis(o RedisOptions) *Redis {
 //go:embed lua/sum_live.lua
 var sumLive string
 
-// KEYS: nodes, this node's hash, the room's pending hash.
-// ARGV: node prefix, room, node, delta, ttl ms, limit.
+// KEYS: nodes, this node's hash, the room's pending hash, this node's users
+// hash for the room, the rooms set.
+// ARGV: node prefix, room, node, delta, ttl ms, limit, user.
 //
 //go:embed lua/add.lua
 var addLua string
@@ -102,7 +113,7 @@ var claimLua string
 
 var claimScript = redis.NewScript(sumLive + claimLua)
 
-// KEYS: nodes. ARGV: node prefix, room (unused), dead node.
+// KEYS: nodes. ARGV: node prefix, room (unused), dead node, users prefix.
 // Removes the dead node if nobody has yet; returns its rooms and counts.
 //
 //go:embed lua/reap.lua
@@ -110,30 +121,48 @@ var reapLua string
 
 var reapScript = redis.NewScript(sumLive + reapLua)
 
-// Add records this node's join (+1) or leave (-1) in room.
-func (r *Redis) Add(ctx context.Context, room string, delta int) (Change, error) {
-	r.resync.RLock()
-	defer r.resync.RUnlock()
-	r.localMu.Lock()
+// usersKey is this node's users hash for room. Room names cannot hold '|',
+// so the key is unambiguous whatever the node's name.
+func (r *Redis) usersKey(node, room string) string { return r.usersPrefix + node + "|" + room }
+
+// addLocal records delta for user in room in this node's own counts.
+// localMu must be held.
+func (r *Redis) addLocal(room, user string, delta int) {
 	r.local[room] += delta
 	if r.local[room] <= 0 {
 		delete(r.local, room)
 	}
+	u := r.users[room]
+	if u == nil {
+		u = make(map[string]int)
+		r.users[room] = u
+	}
+	if u[user] += delta; u[user] <= 0 {
+		delete(u, user)
+	}
+	if len(u) == 0 {
+		delete(r.users, room)
+	}
+}
+
+// Add records this node's join (+1) or leave (-1) of user in room.
+func (r *Redis) Add(ctx context.Context, room, user string, delta int) (Change, error) {
+	r.resync.RLock()
+	defer r.resync.RUnlock()
+	r.localMu.Lock()
+	r.addLocal(room, user, delta)
 	r.localMu.Unlock()
 
 	res, err := addScript.Run(ctx, r.client,
-		[]string{r.nodesKey, r.nodeKey, r.pendingPrefix + room},
-		r.nodePrefix, room, r.node, delta, r.ttl.Milliseconds(), r.limit).Int64Slice()
+		[]string{r.nodesKey, r.nodeKey, r.pendingPrefix + room, r.usersKey(r.node, room), r.roomsKey},
+		r.nodePrefix, room, r.node, delta, r.ttl.Milliseconds(), r.limit, user).Int64Slice()
 	if err != nil {
 		// A join that cannot be counted is refused by the hub, so it is
 		// undone here; a leave happens anyway, so it stays recorded, and
 		// the node's counts are rewritten when Redis answers again.
 		if delta > 0 {
 			r.localMu.Lock()
-			r.local[room] -= delta
-			if r.local[room] <= 0 {
-				delete(r.local, room)
-			}
+			r.addLocal(room, user, -delta)
 			r.localMu.Unlock()
 		}
 		r.markSync()
@@ -202,6 +231,17 @@ func (r *Redis) Run(ctx context.Context) {
 			defer cancel()
 			r.client.ZRem(bg, r.nodesKey, r.node)
 			r.client.Del(bg, r.nodeKey)
+			r.localMu.Lock()
+			keys := make([]string, 0, len(r.users))
+			for room := range r.users {
+				keys = append(keys, r.usersKey(r.node, room))
+			}
+			r.localMu.Unlock()
+			for len(keys) > 0 {
+				n := min(len(keys), 1000)
+				r.client.Del(bg, keys[:n]...)
+				keys = keys[n:]
+			}
 			return
 		case <-t.C:
 		}
@@ -233,9 +273,27 @@ func (r *Redis) renew(ctx context.Context) bool {
 	}
 	r.localMu.Lock()
 	sync := r.needSync || (!kept && len(r.local) > 0)
+	rooms := make([]string, 0, len(r.users))
+	for room := range r.users {
+		rooms = append(rooms, room)
+	}
 	r.localMu.Unlock()
 	if sync && !r.rewrite(ctx) {
 		return false
+	}
+	if len(rooms) > 0 {
+		// The users hashes live as long as the node's hash: one PEXPIRE
+		// per room with local members, pipelined.
+		_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, room := range rooms {
+				p.PExpire(ctx, r.usersKey(r.node, room), 2*r.ttl)
+			}
+			return nil
+		})
+		if err != nil {
+			r.markSync()
+			return false
+		}
 	}
 	if err := r.client.ZAdd(ctx, r.nodesKey, redis.Z{Score: float64(now.UnixMilli() + ttl), Member: r.node}).Err(); err != nil {
 		r.markSync()
@@ -254,17 +312,38 @@ func (r *Redis) rewrite(ctx context.Context) bool {
 		return false
 	}
 	defer r.resync.Unlock()
+	old, err := r.client.HKeys(ctx, r.nodeKey).Result()
+	if err != nil {
+		r.log.Warn("presence resync failed", "err", err)
+		return false
+	}
 	r.localMu.Lock()
 	fields := make([]any, 0, 2*len(r.local))
 	for room, n := range r.local {
 		fields = append(fields, room, n)
 	}
+	users := make(map[string][]any, len(r.users))
+	for room, u := range r.users {
+		f := make([]any, 0, 2*len(u))
+		for user, n := range u {
+			f = append(f, user, n)
+		}
+		users[room] = f
+	}
 	r.localMu.Unlock()
-	_, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	_, err = r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, r.nodeKey)
+		for _, room := range old {
+			p.Del(ctx, r.usersKey(r.node, room))
+		}
 		if len(fields) > 0 {
 			p.HSet(ctx, r.nodeKey, fields...)
 			p.PExpire(ctx, r.nodeKey, 2*r.ttl)
+		}
+		for room, f := range users {
+			p.HSet(ctx, r.usersKey(r.node, room), f...)
+			p.PExpire(ctx, r.usersKey(r.node, room), 2*r.ttl)
+			p.ZAdd(ctx, r.roomsKey, redis.Z{Member: room})
 		}
 		return nil
 	})
@@ -323,7 +402,7 @@ func (r *Redis) reap(ctx context.Context, lost chan<- lostRoom) {
 		return
 	}
 	for _, node := range dead {
-		rooms, err := reapScript.Run(ctx, r.client, []string{r.nodesKey}, r.nodePrefix, "", node).StringSlice()
+		rooms, err := reapScript.Run(ctx, r.client, []string{r.nodesKey}, r.nodePrefix, "", node, r.usersPrefix).StringSlice()
 		if err != nil || len(rooms) == 0 {
 			continue
 		}
@@ -355,4 +434,58 @@ var countScript = redis.NewScript(sumLive + countLua)
 func (r *Redis) count(ctx context.Context, room string) (int, error) {
 	n, err := countScript.Run(ctx, r.client, []string{r.nodesKey}, r.nodePrefix, room).Int()
 	return n, err
+}
+
+// KEYS: nodes. ARGV: node prefix, room, users prefix, limit.
+//
+//go:embed lua/who.lua
+var whoLua string
+
+var whoScript = redis.NewScript(sumLive + whoLua)
+
+// Who returns room's count across the cluster and up to limit of its
+// distinct users, sorted. One script: it reads each live node's users hash
+// for the room only until it has limit+1 users.
+func (r *Redis) Who(ctx context.Context, room string, limit int) (Members, error) {
+	res, err := whoScript.Run(ctx, r.client, []string{r.nodesKey}, r.nodePrefix, room, r.usersPrefix, limit).Slice()
+	if err != nil {
+		return Members{}, fmt.Errorf("presence who: %w", err)
+	}
+	if len(res) != 3 {
+		return Members{}, fmt.Errorf("presence who: %d values from the script", len(res))
+	}
+	online, _ := res[0].(int64)
+	truncated, _ := res[1].(int64)
+	raw, _ := res[2].([]any)
+	m := Members{Online: int(online), Truncated: truncated == 1, Users: make([]string, 0, len(raw))}
+	for _, u := range raw {
+		if s, ok := u.(string); ok {
+			m.Users = append(m.Users, s)
+		}
+	}
+	slices.Sort(m.Users)
+	return m, nil
+}
+
+// KEYS: nodes, rooms. ARGV: node prefix, after, limit.
+//
+//go:embed lua/rooms.lua
+var roomsLua string
+
+var roomsScript = redis.NewScript(sumLive + roomsLua)
+
+// Rooms returns up to limit rooms with members across the cluster whose
+// names sort after after, in name order, with their counts.
+func (r *Redis) Rooms(ctx context.Context, after string, limit int) ([]RoomCount, error) {
+	res, err := roomsScript.Run(ctx, r.client, []string{r.nodesKey, r.roomsKey}, r.nodePrefix, after, limit).Slice()
+	if err != nil {
+		return nil, fmt.Errorf("presence rooms: %w", err)
+	}
+	out := make([]RoomCount, 0, len(res)/2)
+	for i := 0; i+1 < len(res); i += 2 {
+		name, _ := res[i].(string)
+		n, _ := res[i+1].(int64)
+		out = append(out, RoomCount{Room: name, Online: int(n)})
+	}
+	return out, nil
 }

@@ -86,7 +86,7 @@ func TestRedisRewriteDoesNotHoldUpJoins(t *testing.T) {
 
 	added := make(chan error, 1)
 	go func() {
-		_, err := a.Add(ctx, "r", +1)
+		_, err := a.Add(ctx, "r", "u", +1)
 		added <- err
 	}()
 	select {

@@ -16,7 +16,7 @@ import (
 
 // cluster is a set of simulated nodes sharing one Redis and one prefix.
 type cluster struct {
-	t      *testing.T
+	t      testing.TB
 	srv    *redistest.Server
 	prefix string
 	// fastFail makes clients give up on a dead server after one quick retry
@@ -24,7 +24,7 @@ type cluster struct {
 	fastFail bool
 }
 
-func newCluster(t *testing.T) *cluster {
+func newCluster(t testing.TB) *cluster {
 	t.Helper()
 	return &cluster{t: t, srv: redistest.Start(t), prefix: t.Name() + ":"}
 }
@@ -150,7 +150,7 @@ func TestRedisConcurrentAdds(t *testing.T) {
 	for _, n := range nodes {
 		for range perNode {
 			wg.Go(func() {
-				if _, err := n.Add(context.Background(), "r", +1); err != nil {
+				if _, err := n.Add(context.Background(), "r", "u", +1); err != nil {
 					t.Error(err)
 				}
 			})
@@ -361,7 +361,7 @@ func TestRedisRestartRewritesCounts(t *testing.T) {
 	run(t, b)
 
 	for range 3 {
-		if _, err := a.Add(context.Background(), "r", +1); err != nil {
+		if _, err := a.Add(context.Background(), "r", "u", +1); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -390,7 +390,7 @@ func TestRedisRenewRewritesLostHash(t *testing.T) {
 	ctx := context.Background()
 	a.renew(ctx)
 	for range 3 {
-		if _, err := a.Add(ctx, "r", +1); err != nil {
+		if _, err := a.Add(ctx, "r", "u", +1); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -430,10 +430,10 @@ func TestRedisAddDuringOutage(t *testing.T) {
 	c.srv.Kill()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if ch, err := a.Add(ctx, "r", +1); err == nil {
+	if ch, err := a.Add(ctx, "r", "u", +1); err == nil {
 		t.Fatalf("Add during the outage = %+v, want an error", ch)
 	}
-	if ch, err := b.Add(ctx, "r", -1); err == nil {
+	if ch, err := b.Add(ctx, "r", "u", -1); err == nil {
 		t.Fatalf("Add during the outage = %+v, want an error", ch)
 	}
 	if _, _, err := a.Claim(ctx, "r"); err == nil {
@@ -459,7 +459,7 @@ func TestRedisAddRightAfterRestart(t *testing.T) {
 	ctx := context.Background()
 	a.renew(ctx) // as Run would, before the first Add
 	for range 3 {
-		if _, err := a.Add(ctx, "r", +1); err != nil {
+		if _, err := a.Add(ctx, "r", "u", +1); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -468,7 +468,7 @@ func TestRedisAddRightAfterRestart(t *testing.T) {
 	c.srv.Kill()
 	c.srv.Restart()
 	// The first Add after the restart may only see itself...
-	if _, err := a.Add(ctx, "r", +1); err != nil {
+	if _, err := a.Add(ctx, "r", "u", +1); err != nil {
 		t.Fatal(err)
 	}
 	// ...but the next renew must repair the counts.

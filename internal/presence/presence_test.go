@@ -7,10 +7,10 @@ import (
 )
 
 func mustAdd(t *testing.T, c interface {
-	Add(context.Context, string, int) (Change, error)
+	Add(context.Context, string, string, int) (Change, error)
 }, room string, delta int, want Change) {
 	t.Helper()
-	got, err := c.Add(context.Background(), room, delta)
+	got, err := c.Add(context.Background(), room, "u", delta)
 	if err != nil {
 		t.Fatalf("Add(%q, %+d): %v", room, delta, err)
 	}
@@ -112,7 +112,7 @@ func TestLocalConcurrent(t *testing.T) {
 	var wg sync.WaitGroup
 	for range n {
 		wg.Go(func() {
-			if _, err := l.Add(context.Background(), "r", +1); err != nil {
+			if _, err := l.Add(context.Background(), "r", "u", +1); err != nil {
 				t.Error(err)
 			}
 		})
@@ -130,7 +130,7 @@ func TestLocalConcurrent(t *testing.T) {
 	}
 	for range n {
 		wg.Go(func() {
-			if _, err := l.Add(context.Background(), "r", -1); err != nil {
+			if _, err := l.Add(context.Background(), "r", "u", -1); err != nil {
 				t.Error(err)
 			}
 		})

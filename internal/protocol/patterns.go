@@ -37,6 +37,9 @@ func ParseRooms(list []string) (Rooms, error) {
 	return r, nil
 }
 
+// Any reports whether the patterns match every room ("*").
+func (r Rooms) Any() bool { return r.any }
+
 // Match reports whether room matches one of the patterns.
 func (r Rooms) Match(room string) bool {
 	if r.any {

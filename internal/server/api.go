@@ -18,7 +18,7 @@ import (
 )
 
 const welcomeText = "欢迎访问实时服务\n" +
-	"relay: WebSocket chat at /ws; API: GET /api/data, POST /api/notify; health: /healthz, /readyz; metrics: /metrics\n"
+	"relay: WebSocket chat at /ws; API: GET /api/data, POST /api/notify, GET /api/history, GET /api/rooms, GET /api/rooms/{room}, POST /api/rooms/{room}/remove, POST /api/disconnect; health: /healthz, /readyz; metrics: /metrics\n"
 
 func (s *Server) handleRoot(c *gin.Context) {
 	c.String(http.StatusOK, welcomeText)

@@ -27,6 +27,10 @@ func (s *Server) routes() http.Handler {
 	r.GET("/api/data", s.handleData)
 	r.POST("/api/notify", s.bounded(), s.handleNotify)
 	r.GET("/api/history", s.bounded(), s.handleHistory)
+	r.GET("/api/rooms", s.bounded(), s.handleRooms)
+	r.GET("/api/rooms/:room", s.bounded(), s.handleRoom)
+	r.POST("/api/rooms/:room/remove", s.bounded(), s.handleRemove)
+	r.POST("/api/disconnect", s.bounded(), s.handleDisconnect)
 	r.GET("/healthz", s.handleHealthz)
 	r.GET("/readyz", s.handleReadyz)
 	if s.cfg.MetricsAddr == "" { // else served on its own address only

@@ -35,6 +35,7 @@ type Server struct {
 	log      *slog.Logger
 	pool     *wsconn.Pool
 	verifier *auth.Verifier
+	guests   hub.Access // what guests may do; nil: anything
 	apiKey   auth.APIKey
 	handler  http.Handler
 
@@ -66,6 +67,7 @@ func New(cfg config.Config, h *hub.Hub, b Readier, m *metrics.Metrics, log *slog
 		log:      log,
 		verifier: auth.NewVerifier(cfg.JWTSecret, auth.Claims{Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, RequireExp: cfg.JWTRequireExp}),
 		apiKey:   auth.NewAPIKey(cfg.APIKey),
+		guests:   guestAccess(cfg.GuestRooms),
 		pool: wsconn.NewPool(wsconn.Options{
 			QueueBytes:     cfg.SendQueueBytes,
 			PingInterval:   cfg.PingInterval,

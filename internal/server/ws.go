@@ -15,7 +15,6 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/relay/relay/internal/auth"
 	"github.com/relay/relay/internal/hub"
 	"github.com/relay/relay/internal/protocol"
 	"github.com/relay/relay/internal/wsconn"
@@ -29,7 +28,7 @@ const brokerTimeout = 5 * time.Second
 // a session goroutine and returns: the handler's stack and net/http's
 // buffers are freed, which is most of what an idle connection would cost.
 func (s *Server) handleWS(w http.ResponseWriter, r *http.Request, ip string) {
-	user, status, msg := s.admit(r)
+	user, access, status, msg := s.admit(r)
 	if status != 0 {
 		s.reject(w, status, msg)
 		return
@@ -76,7 +75,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request, ip string) {
 	conn := up.Conn()
 
 	ctx, cancel := context.WithTimeout(context.Background(), brokerTimeout)
-	client, err := s.hub.Register(ctx, conn, user, from)
+	client, err := s.hub.Register(ctx, conn, user, access, from)
 	cancel()
 	if err != nil {
 		s.log.Warn("register failed", "user", user, "err", err)
@@ -96,49 +95,26 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request, ip string) {
 	go s.session(ws, conn, client, ip) // joined by Shutdown through s.sessions
 }
 
-// admit authenticates the upgrade request and picks the user name. A
-// non-zero status means refuse with msg.
-func (s *Server) admit(r *http.Request) (user string, status int, msg string) {
+// admit authenticates the upgrade request and picks the user name and
+// what it may do. A non-zero status means refuse with msg.
+func (s *Server) admit(r *http.Request) (user string, access hub.Access, status int, msg string) {
 	if s.drained.Load() {
-		return "", http.StatusServiceUnavailable, "server is shutting down"
+		return "", nil, http.StatusServiceUnavailable, "server is shutting down"
 	}
 	if !s.originAllowed(r) {
-		return "", http.StatusForbidden, "origin not allowed"
+		return "", nil, http.StatusForbidden, "origin not allowed"
 	}
-	user, status, msg = s.userFor(r)
+	user, access, status, msg = s.identify(r)
 	if status != 0 {
-		return "", status, msg
+		return "", nil, status, msg
 	}
 	// Checked after the credentials, so that a plain GET (which is how
 	// relay.js learns why a browser's handshake was refused) reports a bad
 	// token or name rather than the missing upgrade.
 	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
-		return "", http.StatusUpgradeRequired, "this is the WebSocket endpoint: connect with a WebSocket client"
+		return "", nil, http.StatusUpgradeRequired, "this is the WebSocket endpoint: connect with a WebSocket client"
 	}
-	return user, 0, ""
-}
-
-// userFor authenticates the request and picks the user name.
-func (s *Server) userFor(r *http.Request) (user string, status int, msg string) {
-	if s.verifier.Enabled() {
-		token := auth.TokenFromRequest(r)
-		if token == "" {
-			return "", http.StatusUnauthorized, "missing token (Authorization: Bearer or ?token=)"
-		}
-		sub, err := s.verifier.User(token)
-		if err != nil {
-			return "", http.StatusUnauthorized, err.Error()
-		}
-		return sub, 0, ""
-	}
-	name := r.URL.Query().Get("name")
-	if name == "" {
-		return guestName(), 0, ""
-	}
-	if !protocol.ValidName(name) {
-		return "", http.StatusBadRequest, "name must be 1-32 of A-Z a-z 0-9 _ - ."
-	}
-	return name, 0, ""
+	return user, access, 0, ""
 }
 
 func (s *Server) reject(w http.ResponseWriter, status int, msg string) {
@@ -344,7 +320,14 @@ func (s *Server) handleFrame(c *hub.Client, data []byte) {
 	case protocol.TypeMessage:
 		err = s.hub.Chat(ctx, c, f.Room, f.Data)
 	case protocol.TypeJoin:
+		if f.Token != "" {
+			if err = s.grant(c, f.Room, f.Token); err != nil {
+				break
+			}
+		}
 		err = s.hub.Join(ctx, c, f.Room, f.Last)
+	case protocol.TypeWho:
+		err = s.hub.Who(ctx, c, f.Room)
 	case protocol.TypeLeave:
 		err = s.hub.Leave(ctx, c, f.Room)
 	}

@@ -1,9 +1,13 @@
--- KEYS: nodes. ARGV: node prefix, room (unused), dead node.
--- Removes the dead node if nobody has yet; returns its rooms and counts.
+-- KEYS: nodes. ARGV: node prefix, room (unused), dead node, users prefix.
+-- Removes the dead node if nobody has yet, with its users hashes; returns
+-- its rooms and counts.
 local expiry = redis.call('ZSCORE', KEYS[1], ARGV[3])
 if not expiry or tonumber(expiry) >= now then return {} end
 redis.call('ZREM', KEYS[1], ARGV[3])
 local h = ARGV[1] .. ARGV[3]
 local rooms = redis.call('HGETALL', h)
 redis.call('DEL', h)
+for i = 1, #rooms, 2 do
+  redis.call('DEL', ARGV[4] .. ARGV[3] .. '|' .. rooms[i])
+end
 return rooms
