@@ -6,6 +6,7 @@ package wstest
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -38,10 +39,16 @@ type Frame struct {
 	Error  string          `json:"error"`
 	// Streams: Seq is a number in stream frames and own joins, an object
 	// in the welcome; both forms are in In.Seq.
-	Epoch     string           `json:"epoch"`
-	Stream    string           `json:"stream"`
-	Recovered *bool            `json:"recovered"`
-	Missed    []string         `json:"missed"`
+	Epoch     string   `json:"epoch"`
+	Stream    string   `json:"stream"`
+	Recovered *bool    `json:"recovered"`
+	Missed    []string `json:"missed"`
+	// Private rooms and who: a resume's refused rooms, a who answer, a
+	// removal's reason.
+	Forbidden []string         `json:"forbidden"`
+	Users     []string         `json:"users"`
+	Truncated bool             `json:"truncated"`
+	Reason    string           `json:"reason"`
 	In        protocol.InFrame `json:"-"`
 	Raw       string           `json:"-"`
 	At        time.Time        `json:"-"` // when the client read it
@@ -271,6 +278,28 @@ func IsError(code string) func(Frame) bool {
 
 // Seq is a stream frame's position, 0 if it has none.
 func (f Frame) Seq() uint64 { return f.In.Seq.N }
+
+// IsWho matches a who answer for room.
+func IsWho(room string) func(Frame) bool {
+	return func(f Frame) bool { return f.Type == "who" && f.Room == room }
+}
+
+// CloseError waits for the connection to end and returns the close frame
+// the server sent (Code -1 if none).
+func (c *Client) CloseError() websocket.CloseError {
+	c.t.Helper()
+	select {
+	case <-c.done:
+		var ce websocket.CloseError
+		if errors.As(c.ReadErr(), &ce) {
+			return ce
+		}
+		return websocket.CloseError{Code: -1}
+	case <-time.After(Wait):
+		c.t.Fatalf("connection still open after %v", Wait)
+		return websocket.CloseError{}
+	}
+}
 
 // IsPong matches a pong.
 func IsPong(f Frame) bool { return f.Type == "pong" }
