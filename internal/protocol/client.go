@@ -44,14 +44,14 @@ func DecodeClient(b []byte) (ClientFrame, *Error) {
 	// Browsers drop a connection that receives invalid UTF-8 in a text
 	// frame (RFC 6455 §8.1): relaying it would disconnect a whole room.
 	if !utf8.Valid(b) {
-		return ClientFrame{}, &Error{ErrBadMessage, "text frames must be valid UTF-8"}
+		return ClientFrame{}, &Error{Code: ErrBadMessage, Text: "text frames must be valid UTF-8"}
 	}
 	i := 0
 	for i < len(b) && isSpace(b[i]) {
 		i++
 	}
 	if i == len(b) {
-		return ClientFrame{}, &Error{ErrBadMessage, "empty message"}
+		return ClientFrame{}, &Error{Code: ErrBadMessage, Text: "empty message"}
 	}
 	if b[i] != '{' {
 		return ClientFrame{Type: TypeMessage, Room: Lobby, Data: quoteText(b)}, nil
@@ -59,7 +59,7 @@ func DecodeClient(b []byte) (ClientFrame, *Error) {
 
 	var env clientEnvelope
 	if err := json.Unmarshal(b, &env); err != nil {
-		return ClientFrame{}, &Error{ErrBadJSON, describeJSONError(err)}
+		return ClientFrame{}, &Error{Code: ErrBadJSON, Text: describeJSONError(err)}
 	}
 	f := ClientFrame{Type: env.Type}
 	if env.Room != nil {
@@ -73,30 +73,30 @@ func DecodeClient(b []byte) (ClientFrame, *Error) {
 			f.Room = Lobby
 		}
 		if len(env.Data) == 0 || string(env.Data) == "null" {
-			return ClientFrame{}, &Error{ErrBadMessage, "a message needs data"}
+			return ClientFrame{}, &Error{Code: ErrBadMessage, Text: "a message needs data"}
 		}
 		f.Data = env.Data
 	case TypeJoin, TypeLeave, TypeWho:
 		if env.Room == nil {
-			return ClientFrame{}, &Error{ErrBadRoom, env.Type + " needs a room"}
+			return ClientFrame{}, &Error{Code: ErrBadRoom, Text: env.Type + " needs a room"}
 		}
 		if env.Last < 0 || env.Last > MaxLast || (env.Last != 0 && env.Type != TypeJoin) {
-			return ClientFrame{}, &Error{ErrBadJSON, fmt.Sprintf("last: a join may ask for 0 to %d messages", MaxLast)}
+			return ClientFrame{}, &Error{Code: ErrBadJSON, Text: fmt.Sprintf("last: a join may ask for 0 to %d messages", MaxLast)}
 		}
 		f.Last = env.Last
 		if env.Token != nil {
 			if env.Type != TypeJoin || *env.Token == "" || len(*env.Token) > MaxTokenBytes {
-				return ClientFrame{}, &Error{ErrBadJSON, fmt.Sprintf("token: a join may carry a room token of 1 to %d bytes", MaxTokenBytes)}
+				return ClientFrame{}, &Error{Code: ErrBadJSON, Text: fmt.Sprintf("token: a join may carry a room token of 1 to %d bytes", MaxTokenBytes)}
 			}
 			f.Token = *env.Token
 		}
 	case "":
-		return ClientFrame{}, &Error{ErrUnknownType, "missing type"}
+		return ClientFrame{}, &Error{Code: ErrUnknownType, Text: "missing type"}
 	default:
-		return ClientFrame{}, &Error{ErrUnknownType, fmt.Sprintf("unknown type %q", truncate(env.Type, 32))}
+		return ClientFrame{}, &Error{Code: ErrUnknownType, Text: fmt.Sprintf("unknown type %q", truncate(env.Type, 32))}
 	}
 	if !ValidRoom(f.Room) {
-		return ClientFrame{}, &Error{ErrBadRoom, "room names are 1-64 of A-Z a-z 0-9 _ - . :"}
+		return ClientFrame{}, &Error{Code: ErrBadRoom, Text: "room names are 1-64 of A-Z a-z 0-9 _ - . :"}
 	}
 	return f, nil
 }

@@ -26,6 +26,10 @@ const (
 type Error struct {
 	Code ErrorCode
 	Text string
+	// Request and Room, when set, say which client frame this answers:
+	// its type and room (a refused join, send, leave or who).
+	Request string
+	Room    string
 }
 
 func (e *Error) Error() string { return string(e.Code) + ": " + e.Text }

@@ -107,9 +107,11 @@ type Notification struct {
 
 // ErrorFrame reports a client mistake.
 type ErrorFrame struct {
-	Type  string    `json:"type"`
-	Code  ErrorCode `json:"code"`
-	Error string    `json:"error"`
+	Type    string    `json:"type"`
+	Code    ErrorCode `json:"code"`
+	Error   string    `json:"error"`
+	Request string    `json:"request,omitempty"`
+	Room    string    `json:"room,omitempty"`
 }
 
 // PongFrame answers a client's {"type":"ping"}.
@@ -119,7 +121,7 @@ var PongFrame = mustEncode(struct {
 
 // EncodeError encodes an error frame for e.
 func EncodeError(e *Error) Frame {
-	return mustEncode(ErrorFrame{Type: TypeError, Code: e.Code, Error: e.Text})
+	return mustEncode(ErrorFrame{Type: TypeError, Code: e.Code, Error: e.Text, Request: e.Request, Room: e.Room})
 }
 
 // maxHeader is the longest WebSocket frame header a server sends (no mask).

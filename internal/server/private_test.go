@@ -64,12 +64,14 @@ func TestTokenRoomsAndSend(t *testing.T) {
 	for _, room := range []string{"team-43", "ops", "support"} {
 		c.SendJSON(joinFrame(room))
 		f := c.Expect("forbidden join of "+room, wstest.IsError("forbidden"))
-		if !strings.Contains(f.Error, room) {
-			t.Errorf("forbidden error %q does not name %s", f.Error, room)
+		if f.Request != "join" || f.Room != room {
+			t.Errorf("forbidden error %s does not say it answers the join of %s", f.Raw, room)
 		}
 	}
 	c.SendJSON(chatFrame("news", "may I?"))
-	c.Expect("forbidden send to news", wstest.IsError("forbidden"))
+	if f := c.Expect("forbidden send to news", wstest.IsError("forbidden")); f.Request != "message" || f.Room != "news" {
+		t.Errorf("forbidden send: %s", f.Raw)
+	}
 	c.SendJSON(chatFrame("lobby", "hello lobby"))
 	c.Expect("forbidden send to lobby", wstest.IsError("forbidden"))
 	c.Send("plain text goes to lobby")
@@ -198,7 +200,9 @@ func TestWhoOverWebSocket(t *testing.T) {
 	bob := wstest.Dial(t, n.WS("name=bob"), nil)
 	bob.Welcome()
 	bob.SendJSON(map[string]any{"type": "who", "room": "ops"})
-	bob.Expect("who from a non-member", wstest.IsError("not_member"))
+	if f := bob.Expect("who from a non-member", wstest.IsError("not_member")); f.Request != "who" || f.Room != "ops" {
+		t.Errorf("refused who: %s", f.Raw)
+	}
 	bob.SendJSON(joinFrame("ops"))
 	bob.Expect("join", wstest.IsEvent("join", "bob", "ops"))
 	bob.SendJSON(map[string]any{"type": "who", "room": "ops"})

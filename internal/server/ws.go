@@ -336,7 +336,11 @@ func (s *Server) handleFrame(c *hub.Client, data []byte) {
 		if perr2.Code == protocol.ErrUnavailable {
 			s.metrics.PublishErrors.Inc()
 		}
-		s.clientError(c, perr2)
+		// Say which frame this answers, so that a client can tell which
+		// of its joins (or who requests) was refused.
+		answered := *perr2
+		answered.Request, answered.Room = f.Type, f.Room
+		s.clientError(c, &answered)
 	}
 }
 

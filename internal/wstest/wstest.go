@@ -49,6 +49,7 @@ type Frame struct {
 	Users     []string         `json:"users"`
 	Truncated bool             `json:"truncated"`
 	Reason    string           `json:"reason"`
+	Request   string           `json:"request"` // on an error: the type of the frame it refuses
 	In        protocol.InFrame `json:"-"`
 	Raw       string           `json:"-"`
 	At        time.Time        `json:"-"` // when the client read it
