@@ -131,7 +131,7 @@ func (r *runner) roomOf(id int) string {
 	if r.o.Scenario == "idle" && r.o.Rooms == 1 {
 		return "lobby"
 	}
-	return fmt.Sprintf("bench-%d", id%r.o.Rooms)
+	return r.o.room(id % r.o.Rooms)
 }
 
 // closeAll closes every connection and waits for the readers.

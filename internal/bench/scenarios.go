@@ -214,10 +214,10 @@ func (r *runner) publishAll(ctx context.Context, rep *Report, pubs map[int]*conn
 				data := benchData(id, seq, sentAt, pad)
 				var err error
 				if o.Publish == "ws" {
-					b, _ := json.Marshal(map[string]string{"type": "message", "room": fmt.Sprintf("bench-%d", j.room), "data": data})
+					b, _ := json.Marshal(map[string]string{"type": "message", "room": r.o.room(j.room), "data": data})
 					err = pubs[j.room].ws.Write(ctx, websocket.MessageText, b)
 				} else {
-					err = r.notify(ctx, client, fmt.Sprintf("bench-%d", j.room), data)
+					err = r.notify(ctx, client, r.o.room(j.room), data)
 				}
 				mu.Lock()
 				if err != nil {
