@@ -21,6 +21,7 @@ const Help = `type a line to chat in the current room; commands:
   /join ROOM   join a room (and send to it)
   /leave ROOM  leave a room
   /room ROOM   send to ROOM from now on
+  /who [ROOM]  who is in ROOM (default: the current room), across the cluster
   /ping        ask the server for a pong
   /quit        close the connection
   {...}        send a raw JSON frame`
@@ -127,6 +128,13 @@ func Frame(line, room string) ([]byte, string, error) {
 		switch {
 		case cmd == "/ping":
 			return []byte(`{"type":"ping"}`), room, nil
+		case cmd == "/who":
+			target := room
+			if ok && arg != "" {
+				target = arg
+			}
+			b, _ := json.Marshal(map[string]string{"type": "who", "room": target})
+			return b, room, nil
 		case (cmd == "/join" || cmd == "/leave" || cmd == "/room") && ok && arg != "":
 			if cmd == "/room" {
 				return nil, arg, nil
@@ -139,7 +147,7 @@ func Frame(line, room string) ([]byte, string, error) {
 			}
 			return b, room, nil
 		default:
-			return nil, room, fmt.Errorf("unknown command %q (try /join ROOM, /leave ROOM, /room ROOM, /ping, /quit)", trimmed)
+			return nil, room, fmt.Errorf("unknown command %q (try /join ROOM, /leave ROOM, /room ROOM, /who, /ping, /quit)", trimmed)
 		}
 	}
 	b, _ := json.Marshal(map[string]string{"type": "message", "room": room, "data": line})
@@ -160,6 +168,11 @@ func Format(b []byte) string {
 		Data   json.RawMessage `json:"data"`
 		Code   string          `json:"code"`
 		Error  string          `json:"error"`
+		// who, a removal's leave, a resume's refused rooms
+		Users     []string `json:"users"`
+		Truncated bool     `json:"truncated"`
+		Reason    string   `json:"reason"`
+		Forbidden []string `json:"forbidden"`
 	}
 	if err := json.Unmarshal(b, &f); err != nil {
 		return string(b)
@@ -171,7 +184,19 @@ func Format(b []byte) string {
 	}
 	switch {
 	case f.Type == "system" && f.Event == "welcome":
-		return fmt.Sprintf("* connected to %s as %s, %d online in %s", f.Node, f.User, f.Online, f.Room)
+		line := fmt.Sprintf("* connected to %s as %s, %d online in %s", f.Node, f.User, f.Online, f.Room)
+		if len(f.Forbidden) > 0 {
+			line += fmt.Sprintf("; not rejoined (forbidden): %s", strings.Join(f.Forbidden, ", "))
+		}
+		return line
+	case f.Type == "system" && f.Event == "leave" && f.Reason != "":
+		return fmt.Sprintf("* %s removed from %s by the server: %s (%d online)", f.User, f.Room, f.Reason, f.Online)
+	case f.Type == "who":
+		more := ""
+		if f.Truncated {
+			more = ", …"
+		}
+		return fmt.Sprintf("* in %s: %d online: %s%s", f.Room, f.Online, strings.Join(f.Users, ", "), more)
 	case f.Type == "system" && (f.Event == "join" || f.Event == "leave"):
 		verb := map[string]string{"join": "joined", "leave": "left"}[f.Event]
 		return fmt.Sprintf("* %s %s %s (%d online)", f.User, verb, f.Room, f.Online)

@@ -49,14 +49,27 @@
  *   recovers arrive right after the welcome and the own joins, before live
  *   ones, each with meta.from 'resume'.
  * - Hands every server frame to the listeners of its type, and server
- *   error frames to on('error'): they are never swallowed.
+ *   error frames to on('error'): they are never swallowed. A refused join
+ *   ('forbidden': your token's rooms, the node's guest rooms, or a bad room
+ *   token) also drops the room from relay.rooms.
+ * - Private rooms: join(room, {token}) presents a room token (a JWT from
+ *   your backend granting that room). The handshake of a resume cannot
+ *   carry it, so the node refuses such a room in the welcome's forbidden
+ *   list; relay.js joins it again with its token (its messages sent while
+ *   away are then reported missed). A room refused without a token is
+ *   dropped.
+ * - who(room) asks who is in a room you are in: a promise of {room, online,
+ *   users, truncated}, rejected with the server's error (code not_member...).
+ * - Close codes 4000 to 4999 are final (4000: the server API disconnected
+ *   you, with its reason): no reconnect; the state becomes 'closed'.
  *
  * Events, with on(type, fn), which returns a function that unsubscribes:
  *   'state'        (state, info) state is 'connecting', 'live' (info: {recovered, missed}),
  *                  'reconnecting' (info: {code, reason, delay, at}) or 'closed' (info: {code, reason})
- *   'welcome'      {user, node, room: 'lobby', online, epoch, seq, recovered?, missed?}:
+ *   'welcome'      {user, node, room: 'lobby', online, epoch, seq, recovered?, missed?, forbidden?}:
  *                  live; relay.user and relay.node are set
- *   'join','leave' {user, room, online}; your own join also has seq
+ *   'join','leave' {user, room, online}; your own join also has seq, your own leave
+ *                  a reason when the server API removed you
  *   'presence'     {room, online, joined, left} (rooms too big for join/leave events)
  *   'message'      (m, meta) m: {room, user, data, id, ts, seq}
  *   'notification' (n, meta) n: {data, room?, user?, id, ts, seq}
@@ -64,7 +77,8 @@
  *                  recovered by a reconnect) or 'last' (a join's {last: N})
  *   'gap'          {stream, epoch, seq}: messages of stream up to seq may be missing
  *                  (the node could not fill a hole from history)
- *   'error'        {code, error}: the server refused a frame (see relay's README)
+ *   'error'        {code, error, request?, room?}: the server refused a frame (see
+ *                  relay's README); request and room say which
  *   'pong'         {}: the answer to ping()
  *   'close'        {code, reason, reconnect}: the server or the network closed the
  *                  socket; reconnect says if a retry follows (close() emits only 'state')
@@ -111,6 +125,8 @@
       this._replay = new Map(); // stream -> {upTo, from}: fresh frames up to upTo are replayed, not live
       this._last = new Map(); // room -> N asked with join(room, {last: N}), until its join is confirmed
       this._listed = new Set(); // rooms the current connection's resume lists, until their joins arrive
+      this._tokens = new Map(); // room -> room token it was joined with
+      this._who = new Map(); // room -> [{resolve, reject}] waiting for a who answer
       this._listeners = new Map();
       this._ws = null;
       this._timer = null;
@@ -160,16 +176,54 @@
      * meta.from 'last'. After a reconnect the room is resumed, not joined
      * again: its history is not replayed twice.
      */
-    join(room, {last = 0} = {}) {
+    join(room, {last = 0, token} = {}) {
       checkRoom(room);
       if (!Number.isInteger(last) || last < 0 || last > MAX_LAST) {
         throw new RangeError(`relay: last must be an integer from 0 to ${MAX_LAST}`);
+      }
+      if (token !== undefined && (typeof token !== 'string' || token === '')) {
+        throw new TypeError('relay: a room token is a non-empty string');
       }
       if (this.rooms.has(room)) return;
       if (this.rooms.size >= MAX_ROOMS) throw new RangeError(`relay: at most ${MAX_ROOMS} rooms`);
       this.rooms.add(room);
       if (last > 0) this._last.set(room, last);
-      this._frame(joinFrame(room, last));
+      if (token) this._tokens.set(room, token);
+      this._frame(joinFrame(room, last, token));
+    }
+
+    /**
+     * Asks who is in room, which you must be in. Resolves with {room, online,
+     * users, truncated}: the distinct users across the cluster, sorted, at
+     * most the node's RELAY_WHO_LIMIT; online counts connections. Rejects
+     * with an Error whose code is the server's (not_member, rate_limited,
+     * unavailable) or 'offline', or 'timeout' after 10 s.
+     */
+    who(room) {
+      checkRoom(room);
+      return new Promise((resolve, reject) => {
+        if (!this._frame({type: 'who', room})) {
+          reject(relayError('offline', 'not connected'));
+          return;
+        }
+        const waiter = {resolve, reject};
+        waiter.timer = setTimeout(() => this._answerWho(room, waiter, null, relayError('timeout', 'no answer within 10 s')), 10000);
+        if (!this._who.has(room)) this._who.set(room, []);
+        this._who.get(room).push(waiter);
+      });
+    }
+
+    // _answerWho settles one who() of room: waiter, or the oldest.
+    _answerWho(room, waiter, value, err) {
+      const list = this._who.get(room);
+      if (!list || list.length === 0) return;
+      const i = waiter ? list.indexOf(waiter) : 0;
+      if (i < 0) return;
+      const [w] = list.splice(i, 1);
+      if (list.length === 0) this._who.delete(room);
+      clearTimeout(w.timer);
+      if (err) w.reject(err);
+      else w.resolve(value);
     }
 
     /** Leaves room, now if live; it is not rejoined after a reconnect. */
@@ -177,6 +231,7 @@
       checkRoom(room);
       if (!this.rooms.delete(room)) return;
       this._forget(room);
+      this._tokens.delete(room);
       this._frame({type: 'leave', room});
     }
 
@@ -190,6 +245,9 @@
       if (this._closed) return;
       this._closed = true;
       clearTimeout(this._timer);
+      for (const room of [...this._who.keys()]) {
+        while (this._who.has(room)) this._answerWho(room, null, null, relayError('offline', 'closed'));
+      }
       if (this._ws) {
         this._ws.onclose = this._ws.onmessage = null;
         this._ws.close(1000, 'client closed');
@@ -247,6 +305,14 @@
         return;
       }
       this._emit('*', f);
+      if (f.type === 'who') this._answerWho(f.room, null, {room: f.room, online: f.online, users: f.users, truncated: f.truncated});
+      if (f.type === 'error') this._refused(f);
+      if (f.type === 'system' && f.event === 'leave' && f.reason && f.user === this.user && this.rooms.has(f.room)) {
+        // The server API removed us: we are out, and stay out.
+        this.rooms.delete(f.room);
+        this._forget(f.room);
+        this._tokens.delete(f.room);
+      }
       if (f.type !== 'system') {
         this._emit(f.type, f, meta);
         return;
@@ -256,7 +322,17 @@
         this.node = f.node;
         this._attempt = 0;
         const resumed = f.recovered !== undefined;
-        this._setState('live', {recovered: resumed ? f.recovered : null, missed: f.missed || []});
+        const missed = (f.missed || []).slice();
+        for (const room of f.forbidden || []) {
+          // Refused on the resume: a room token's room is joined again
+          // with its token (what was sent while away is lost); the others
+          // are dropped.
+          this._listed.delete(room);
+          this._forget(room);
+          if (this._tokens.has(room)) missed.push(room);
+          else this.rooms.delete(room);
+        }
+        this._setState('live', {recovered: resumed ? f.recovered && missed.length === 0 : null, missed});
         this._emit('welcome', f);
         this._restoreRooms();
         return;
@@ -339,11 +415,22 @@
       this._last.delete(room);
     }
 
+    // _refused handles an error frame that answers one of our frames: a
+    // refused join drops the room, a refused who rejects its promise.
+    _refused(f) {
+      if (f.request === 'join' && f.code === 'forbidden' && f.room && this.rooms.has(f.room)) {
+        this.rooms.delete(f.room);
+        this._forget(f.room);
+        this._tokens.delete(f.room);
+      }
+      if (f.request === 'who' && f.room) this._answerWho(f.room, null, null, relayError(f.code, f.error));
+    }
+
     // A new connection is in lobby and in the rooms its resume listed:
     // join the others we want, leave what we no longer want.
     _restoreRooms() {
       for (const room of this.rooms) {
-        if (room !== LOBBY && !this._listed.has(room)) this._frame(joinFrame(room, this._last.get(room) || 0));
+        if (room !== LOBBY && !this._listed.has(room)) this._frame(joinFrame(room, this._last.get(room) || 0, this._tokens.get(room)));
       }
       for (const room of this._listed) {
         if (!this.rooms.has(room)) this._frame({type: 'leave', room});
@@ -355,6 +442,10 @@
     }
 
     async _lost(code, reason, opened, url) {
+      for (const room of [...this._who.keys()]) {
+        while (this._who.has(room)) this._answerWho(room, null, null, relayError('offline', 'connection closed'));
+      }
+      // 4000-4999 (the server API's disconnect among them) are final.
       let retry = RETRY_CODES.has(code);
       if (retry && !opened) {
         // The handshake failed: maybe the node is down (retry), maybe it
@@ -433,8 +524,17 @@
     return '';
   }
 
-  function joinFrame(room, last) {
-    return last > 0 ? {type: 'join', room, last} : {type: 'join', room};
+  function joinFrame(room, last, token) {
+    const f = {type: 'join', room};
+    if (last > 0) f.last = last;
+    if (token) f.token = token;
+    return f;
+  }
+
+  function relayError(code, message) {
+    const err = new Error(`relay: ${code}: ${message}`);
+    err.code = code;
+    return err;
   }
 
   function checkRoom(room) {
