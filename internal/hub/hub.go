@@ -55,6 +55,23 @@ type Observer interface {
 	Dropped(reason string, n int)
 }
 
+// StreamObserver receives what streams do, for metrics. Methods must not
+// block.
+type StreamObserver interface {
+	// Resumed counts a resume: recovered is false when a stream it listed
+	// could not be filled.
+	Resumed(recovered bool)
+	// Repaired counts a stream that caught up from history (a gap in
+	// what the broker delivered, or a resubscription).
+	Repaired()
+	// Lost counts positions history no longer had when a stream needed
+	// them: what its clients were told of in a gap frame.
+	Lost(positions uint64)
+	// FannedOut gives the time from a message's publication to its being
+	// queued for this node's clients.
+	FannedOut(d time.Duration)
+}
+
 // Options configure a Hub.
 type Options struct {
 	Node             string
@@ -62,6 +79,7 @@ type Options struct {
 	PresenceInterval time.Duration // at most one presence event per room per interval
 	Logger           *slog.Logger
 	Observer         Observer
+	Streams          StreamObserver // nil: not observed
 	// Counter counts members across the cluster; nil counts this node's.
 	Counter Counter
 	// MaxFrameBytes bounds the frames a message is sent in: a chat or
@@ -115,6 +133,9 @@ func New(opts Options, b Broker) *Hub {
 	}
 	if opts.Observer == nil {
 		opts.Observer = nopObserver{}
+	}
+	if opts.Streams == nil {
+		opts.Streams = nopObserver{}
 	}
 	if opts.PresenceInterval <= 0 {
 		opts.PresenceInterval = time.Second
@@ -194,6 +215,13 @@ func (h *Hub) Close() {
 	h.wg.Wait()
 }
 
+// LocalRooms returns how many rooms have members on this node.
+func (h *Hub) LocalRooms() int {
+	h.roomsMu.RLock()
+	defer h.roomsMu.RUnlock()
+	return len(h.rooms)
+}
+
 // Node returns this node's id.
 func (h *Hub) Node() string { return h.opts.Node }
 
@@ -215,8 +243,12 @@ func (h *Hub) newID() string {
 
 type nopObserver struct{}
 
-func (nopObserver) Delivered(int)       {}
-func (nopObserver) Dropped(string, int) {}
+func (nopObserver) Delivered(int)           {}
+func (nopObserver) Dropped(string, int)     {}
+func (nopObserver) Resumed(bool)            {}
+func (nopObserver) Repaired()               {}
+func (nopObserver) Lost(uint64)             {}
+func (nopObserver) FannedOut(time.Duration) {}
 
 // mustEncode encodes the hub's own frames, whose fields are plain strings and
 // ints and cannot fail to marshal.

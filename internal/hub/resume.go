@@ -102,6 +102,7 @@ func (h *Hub) replay(ctx context.Context, user string, from protocol.Resume, epo
 			frames = append(frames, protocol.FrameJSON(e.Data))
 		}
 	}
+	h.opts.Streams.Resumed(len(missed) == 0)
 	return frames, missed
 }
 

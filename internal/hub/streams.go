@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"slices"
@@ -104,6 +105,9 @@ func (h *Hub) advanceLocked(s *stream, m broker.Message) bool {
 		return true // delivered already, from history
 	case m.Epoch == s.epoch && m.Seq == s.last+1:
 		h.fanoutStream(s, m.Seq, m.Payload)
+		if ts, ok := publishedAt(m.Payload); ok {
+			h.opts.Streams.FannedOut(time.Since(ts))
+		}
 		return true
 	}
 	s.holdLocked(m)
@@ -132,6 +136,9 @@ func (h *Hub) fanoutStream(s *stream, seq uint64, payload []byte) {
 func (h *Hub) gapLocked(s *stream, through uint64) {
 	name := clientStream(s.topic)
 	h.log.Warn("stream gap: messages no longer in history", "stream", s.topic, "epoch", s.epoch, "from", s.last+1, "through", through)
+	if through > s.last {
+		h.opts.Streams.Lost(through - s.last)
+	}
 	s.last = through
 	h.fanout(s.topic, 0, h.mustEncode(protocol.Gap{
 		Type: protocol.TypeSystem, Event: protocol.EventGap, Stream: name, Epoch: s.epoch, Seq: through,
@@ -254,5 +261,23 @@ func (h *Hub) applyHistoryLocked(s *stream, since uint64, hist broker.History) b
 		return false
 	}
 	s.repairing = false
+	h.opts.Streams.Repaired()
 	return true
+}
+
+// publishedAt reads a stream message's "ts" (unix milliseconds, set when it
+// was published) without decoding the rest.
+func publishedAt(msg []byte) (time.Time, bool) {
+	i := bytes.LastIndex(msg, []byte(`"ts":`))
+	if i < 0 {
+		return time.Time{}, false
+	}
+	var ms int64
+	for _, c := range msg[i+len(`"ts":`):] {
+		if c < '0' || c > '9' {
+			break
+		}
+		ms = ms*10 + int64(c-'0')
+	}
+	return time.UnixMilli(ms), ms > 0
 }

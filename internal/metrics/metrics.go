@@ -4,7 +4,9 @@
 package metrics
 
 import (
+	"context"
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -28,6 +30,11 @@ type Metrics struct {
 	SocketWrites     prometheus.Counter
 	FramesWritten    prometheus.Counter
 	Disconnects      *prometheus.CounterVec // server-initiated, by reason
+
+	Resumes       *prometheus.CounterVec // by result: recovered or missed
+	Repairs       prometheus.Counter
+	LostPositions prometheus.Counter
+	FanoutLag     prometheus.Histogram
 }
 
 // New registers relay's metrics on a fresh registry.
@@ -61,10 +68,70 @@ func New() *Metrics {
 		Disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relay_disconnects_total", Help: "Connections closed by the server, by reason."}, []string{"reason"}),
 	}
+	m.Resumes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relay_resumes_total", Help: "Connections that resumed, by result: recovered (every listed stream filled) or missed."}, []string{"result"})
+	m.Repairs = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "relay_stream_repairs_total", Help: "Streams this node caught up from history (a lost message, a resubscription)."})
+	m.LostPositions = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "relay_stream_lost_total", Help: "Stream positions history no longer had when this node needed them (announced in gap frames)."})
+	m.FanoutLag = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "relay_publish_to_fanout_seconds",
+		Help:    "Time from a message's publication (any node) to its being queued for this node's clients.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	})
 	reg.MustRegister(m.Connections, m.ConnectionsTotal, m.Rejected, m.Received,
 		m.DeliveredMsgs, m.DroppedMsgs, m.ClientErrors, m.Notify, m.PublishErrors, m.SocketWrites,
-		m.FramesWritten, m.Disconnects)
+		m.FramesWritten, m.Disconnects, m.Resumes, m.Repairs, m.LostPositions, m.FanoutLag)
 	return m
+}
+
+// Resumed counts a resume (hub.StreamObserver).
+func (m *Metrics) Resumed(recovered bool) {
+	result := "missed"
+	if recovered {
+		result = "recovered"
+	}
+	m.Resumes.WithLabelValues(result).Inc()
+}
+
+// Repaired counts a stream caught up from history (hub.StreamObserver).
+func (m *Metrics) Repaired() { m.Repairs.Inc() }
+
+// Lost counts positions announced as gaps (hub.StreamObserver).
+func (m *Metrics) Lost(positions uint64) { m.LostPositions.Add(float64(positions)) }
+
+// FannedOut observes a message's lag from publication (hub.StreamObserver).
+func (m *Metrics) FannedOut(d time.Duration) { m.FanoutLag.Observe(d.Seconds()) }
+
+// WatchNode adds what is read from the node when Prometheus scrapes: the
+// rooms it has members in, and whether its broker answers and how fast
+// (for Redis, a round trip; bounded at a second, so a scrape during an
+// outage still answers).
+func (m *Metrics) WatchNode(rooms func() int, ready func(context.Context) error) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "relay_rooms", Help: "Rooms with members on this node."}, func() float64 { return float64(rooms()) }))
+	m.reg.MustRegister(&brokerCollector{ready: ready})
+}
+
+var (
+	brokerUp  = prometheus.NewDesc("relay_broker_up", "1 when the broker answered the scrape's readiness check.", nil, nil)
+	brokerRTT = prometheus.NewDesc("relay_broker_rtt_seconds", "How long the scrape's readiness check of the broker took (a Redis round trip).", nil, nil)
+)
+
+type brokerCollector struct{ ready func(context.Context) error }
+
+func (c *brokerCollector) Describe(ch chan<- *prometheus.Desc) { ch <- brokerUp; ch <- brokerRTT }
+
+func (c *brokerCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	start := time.Now()
+	up := 1.0
+	if c.ready(ctx) != nil {
+		up = 0
+	}
+	ch <- prometheus.MustNewConstMetric(brokerUp, prometheus.GaugeValue, up)
+	ch <- prometheus.MustNewConstMetric(brokerRTT, prometheus.GaugeValue, time.Since(start).Seconds())
 }
 
 // Handler serves the registry in the Prometheus text format.

@@ -84,6 +84,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 		PresenceInterval: cfg.PresenceInterval,
 		Logger:           log,
 		Observer:         n.metrics,
+		Streams:          n.metrics,
 		HoldBytes:        cfg.SendQueueBytes,
 		MaxFrameBytes:    cfg.MaxMessageBytes + protocol.Envelope,
 		WhoLimit:         cfg.WhoLimit,
@@ -107,6 +108,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 		return nil, fmt.Errorf("start hub: %w", err)
 	}
 
+	n.metrics.WatchNode(n.hub.LocalRooms, n.broker.Ready)
 	n.srv = server.New(cfg, n.hub, n.broker, n.metrics, log)
 	n.http = &http.Server{
 		Handler:           n.srv.Handler(),

@@ -3,6 +3,7 @@ package server_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/relay/relay/internal/node/nodetest"
 	"github.com/relay/relay/internal/protocol"
+	"github.com/relay/relay/internal/testkit"
 	"github.com/relay/relay/internal/wstest"
 )
 
@@ -256,4 +258,53 @@ func TestHistoryAPI(t *testing.T) {
 			t.Errorf("?%s key %q: %d %v, want %d with an error", tc.q, tc.key, status, body, tc.want)
 		}
 	}
+}
+
+// What operators see of history: resumes by result, the lag from
+// publication to fan-out, rooms, and the broker's health, in /metrics.
+func TestStreamMetrics(t *testing.T) {
+	t.Parallel()
+	n := nodetest.Start(t, map[string]string{"RELAY_RATE_LIMIT": "0", "RELAY_HISTORY_SIZE": "2"})
+	var p protocol.Positions
+	a := wstest.Dial(t, n.WS("name=ann"), nil)
+	observe(t, a, &p, "welcome", wstest.IsEvent("welcome", "ann", "lobby"))
+	a.Send(`{"type":"join","room":"ops"}`)
+	observe(t, a, &p, "own join", wstest.IsEvent("join", "ann", "ops"))
+	a.Send(`{"type":"message","room":"ops","data":"one"}`)
+	observe(t, a, &p, "chat", wstest.IsChat("one"))
+	_ = a.WS.CloseNow()
+
+	notify(t, n, `{"message":"while away"}`)
+	wstest.Dial(t, n.WS("name=ann&"+p.Query()), nil).Welcome() // recovered
+	for i := range 3 {
+		notify(t, n, fmt.Sprintf(`{"message":"past history %d"}`, i))
+	}
+	wstest.Dial(t, n.WS("name=ann&"+p.Query()), nil).Welcome() // 4 missed, 2 kept: missed
+
+	for _, want := range []string{
+		`relay_resumes_total{result="recovered"} 1`,
+		`relay_resumes_total{result="missed"} 1`,
+		"relay_publish_to_fanout_seconds_count ",
+		"relay_rooms 2",
+		"relay_broker_up 1",
+		"relay_broker_rtt_seconds ",
+	} {
+		testkit.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+			if m := metricsText(t, n); !strings.Contains(m, want) {
+				return fmt.Errorf("/metrics lacks %q", want)
+			}
+			return nil
+		})
+	}
+}
+
+func metricsText(t *testing.T, n *nodetest.Node) string {
+	t.Helper()
+	resp, err := http.Get(n.URL() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }
