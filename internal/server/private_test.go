@@ -178,7 +178,7 @@ func TestResumeForbiddenRooms(t *testing.T) {
 	owner.SendJSON(chatFrame("private", "secret 2"))
 	owner.Expect("chat", wstest.IsChat("secret 2"))
 	mallory.SendJSON(map[string]any{"type": "leave", "room": "private"})
-	mallory.QuietUntil(wstest.IsError("not_member"), func(f wstest.Frame) bool { return f.Room == "private" })
+	mallory.QuietUntil(wstest.IsError("not_member"), func(f wstest.Frame) bool { return f.Room == "private" && f.Type != "error" })
 }
 
 func TestWhoOverWebSocket(t *testing.T) {
