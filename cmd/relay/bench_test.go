@@ -27,7 +27,7 @@ func BenchmarkClusterFanout(b *testing.B) {
 	if v, err := strconv.Atoi(os.Getenv("RELAY_BENCH_RATE")); err == nil && v > 0 {
 		rate = v
 	}
-	c := startBackplane(b, "RELAY_LOG_LEVEL=error")
+	c := startBackplane(b) // info: the harness reads the listen address from the log
 	ctx := context.Background()
 
 	type receiver struct {
