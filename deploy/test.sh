@@ -42,3 +42,7 @@ go test -race -count=1 -timeout 20m "$@" ./...
 # Allocation checks mean nothing under the race detector; run them plainly.
 echo "test.sh: allocation checks" >&2
 go test -count=1 -run 'Allocations' "$@" ./...
+# The Kubernetes manifests, decoded strictly and checked without a cluster:
+# a module of its own, so Kubernetes' modules stay out of relay's go.mod.
+echo "test.sh: Kubernetes manifests (deploy/k8s)" >&2
+(cd deploy/k8s/validate && go test -count=1 ./...)
