@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -79,19 +80,10 @@ func TestEveryFileListed(t *testing.T) {
 	}
 	for _, f := range files {
 		name := filepath.Base(f)
-		if name != "kustomization.yaml" && !contains(s.Kustomization.Resources, name) {
+		if name != "kustomization.yaml" && !slices.Contains(s.Kustomization.Resources, name) {
 			t.Errorf("%s is not in kustomization.yaml's resources", name)
 		}
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func TestParseHelp(t *testing.T) {
