@@ -79,6 +79,28 @@ func New() *Metrics {
 		Help:    "Time from a message's publication (any node) to its being queued for this node's clients.",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 	})
+	// Series a dashboard graphs exist from the start, at 0, rather than
+	// appearing at their first event: "no data" and "none yet" differ.
+	for _, r := range []string{"unauthorized", "unavailable", "origin", "bad_resume"} {
+		m.Rejected.WithLabelValues(r)
+	}
+	for _, t := range []string{"message", "join", "leave", "ping", "invalid", "binary"} {
+		m.Received.WithLabelValues(t)
+	}
+	for _, r := range []string{"not_queued", "rate_limited"} {
+		m.DroppedMsgs.WithLabelValues(r)
+	}
+	for _, c := range []string{"rate_limited", "unavailable", "too_large"} {
+		m.ClientErrors.WithLabelValues(c)
+	}
+	for _, st := range []string{"200", "400", "401", "503"} {
+		m.Notify.WithLabelValues(st)
+	}
+	for _, r := range []string{"slow", "ping_timeout", "too_big"} {
+		m.Disconnects.WithLabelValues(r)
+	}
+	m.Resumes.WithLabelValues("recovered")
+	m.Resumes.WithLabelValues("missed")
 	reg.MustRegister(m.Connections, m.ConnectionsTotal, m.Rejected, m.Received,
 		m.DeliveredMsgs, m.DroppedMsgs, m.ClientErrors, m.Notify, m.PublishErrors, m.SocketWrites,
 		m.FramesWritten, m.Disconnects, m.Resumes, m.Repairs, m.LostPositions, m.FanoutLag)
