@@ -7,7 +7,6 @@ package nginxtest
 
 import (
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/relay/relay/internal/testkit"
 )
 
 // Server is an nginx process owned by one test.
@@ -42,10 +43,16 @@ func Start(t testing.TB, nodes ...string) *Server {
 		bin = "/usr/sbin/nginx"
 	}
 	dir := t.TempDir()
-	if err := os.Chmod(dir, 0o777); err != nil { // workers run as nobody when started by root
+	// Workers run as nobody when nginx is started by root: they write
+	// request bodies under dir, so they must reach it through the test's
+	// own temporary directory (0700) too.
+	if err := os.Chmod(filepath.Dir(dir), 0o711); err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{Addr: freeAddr(t), dir: dir}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Addr: testkit.FreeAddr(t), dir: dir}
 
 	conf, err := os.ReadFile(filepath.Join(repoRoot(t), "nginx", "conf.d", "relay.conf"))
 	if err != nil {
@@ -170,14 +177,4 @@ func repoRoot(t testing.TB) string {
 		}
 		dir = parent
 	}
-}
-
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }

@@ -1,0 +1,59 @@
+package web_test
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/relay/relay/internal/nginxtest"
+	"github.com/relay/relay/internal/node/nodetest"
+)
+
+// The shipped nginx config keeps /metrics off the public path, and its body
+// limit is relay's own (6 × RELAY_MAX_MESSAGE_BYTES + 4 KiB of escaped
+// JSON), answered in JSON like relay rather than with nginx's HTML page.
+func TestNginxLimitsAgreeWithRelay(t *testing.T) {
+	t.Parallel()
+	n := nodetest.Start(t, nil)
+	lb := nginxtest.Start(t, n.Addr).URL()
+
+	get := func(url string) (int, string) {
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if status, body := get(lb + "/metrics"); status != http.StatusNotFound || strings.Contains(body, "relay_connections") {
+		t.Errorf("/metrics through nginx: %d %.100q, want 404", status, body)
+	}
+	if status, _ := get(n.URL() + "/metrics"); status != http.StatusOK {
+		t.Errorf("/metrics on the node itself: %d", status)
+	}
+
+	post := func(body string) (int, map[string]any) {
+		resp, err := http.Post(lb+"/api/notify", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		raw, _ := io.ReadAll(resp.Body)
+		if err := json.Unmarshal(raw, &m); err != nil {
+			t.Fatalf("answer %d is not JSON: %.200q", resp.StatusCode, raw)
+		}
+		return resp.StatusCode, m
+	}
+	// The largest message relay takes, fully escaped, passes nginx.
+	biggest := `{"message":"` + strings.Repeat(`\u0041`, 65536) + `"}`
+	if status, body := post(biggest); status != http.StatusOK {
+		t.Errorf("a %d-byte body relay accepts: %d %v through nginx", len(biggest), status, body)
+	}
+	if status, body := post(`{"message":"` + strings.Repeat("x", 400000) + `"}`); status != http.StatusRequestEntityTooLarge || body["error"] == nil {
+		t.Errorf("a body past the limit: %d %v, want 413 with a JSON error", status, body)
+	}
+}
