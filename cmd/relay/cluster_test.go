@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/relay/relay/internal/redistest"
+	"github.com/relay/relay/internal/testkit"
 	"github.com/relay/relay/internal/wstest"
 )
 
@@ -21,19 +21,7 @@ import (
 // body.
 func post(t *testing.T, base, body string) (int, map[string]any) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, base+"/api/notify", strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+clusterAPIKey)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var m map[string]any
-	raw, _ := io.ReadAll(resp.Body)
-	if err := json.Unmarshal(raw, &m); err != nil {
-		t.Fatalf("notify answered %d with non-JSON %q", resp.StatusCode, raw)
-	}
-	return resp.StatusCode, m
+	return testkit.DoJSON(t, http.MethodPost, base+"/api/notify", clusterAPIKey, body)
 }
 
 func getStatus(t *testing.T, url string) int {

@@ -1,17 +1,15 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/relay/relay/internal/auth"
+	"github.com/relay/relay/internal/testkit"
 	"github.com/relay/relay/internal/wstest"
 )
 
@@ -32,21 +30,7 @@ func clusterToken(t *testing.T, sub string, ttl time.Duration, extra map[string]
 // api calls the server API with key ("" for none) and decodes the answer.
 func api(t *testing.T, method, u, key, body string) (int, map[string]any) {
 	t.Helper()
-	req, _ := http.NewRequest(method, u, strings.NewReader(body))
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	var m map[string]any
-	if err := json.Unmarshal(raw, &m); err != nil {
-		t.Fatalf("%s %s answered %d with non-JSON %q", method, u, resp.StatusCode, raw)
-	}
-	return resp.StatusCode, m
+	return testkit.DoJSON(t, method, u, key, body)
 }
 
 func TestClusterPrivateRooms(t *testing.T) {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +16,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/relay/relay/internal/node/nodetest"
+	"github.com/relay/relay/internal/testkit"
 )
 
 // wait bounds every wait for the page: generous, because the tests share two
@@ -27,21 +27,8 @@ const wait = 15 * time.Second
 // post sends a JSON body to the node's API with an optional API key.
 func post(t *testing.T, n *nodetest.Node, path, key, body string) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, n.URL()+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(raw)
+	status, raw := testkit.Do(t, http.MethodPost, n.URL()+path, key, body)
+	return status, string(raw)
 }
 
 // The browser: one headless Chromium for the whole package, a tab per page.

@@ -1,14 +1,13 @@
 package web_test
 
 import (
-	"encoding/json"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/relay/relay/internal/nginxtest"
 	"github.com/relay/relay/internal/node/nodetest"
+	"github.com/relay/relay/internal/testkit"
 )
 
 // The shipped nginx config keeps /metrics off the public path, and its body
@@ -20,13 +19,8 @@ func TestNginxLimitsAgreeWithRelay(t *testing.T) {
 	lb := nginxtest.Start(t, n.Addr).URL()
 
 	get := func(url string) (int, string) {
-		resp, err := http.Get(url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		status, raw := testkit.Do(t, http.MethodGet, url, "", "")
+		return status, string(raw)
 	}
 	if status, body := get(lb + "/metrics"); status != http.StatusNotFound || strings.Contains(body, "relay_connections") {
 		t.Errorf("/metrics through nginx: %d %.100q, want 404", status, body)
@@ -36,17 +30,7 @@ func TestNginxLimitsAgreeWithRelay(t *testing.T) {
 	}
 
 	post := func(body string) (int, map[string]any) {
-		resp, err := http.Post(lb+"/api/notify", "application/json", strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var m map[string]any
-		raw, _ := io.ReadAll(resp.Body)
-		if err := json.Unmarshal(raw, &m); err != nil {
-			t.Fatalf("answer %d is not JSON: %.200q", resp.StatusCode, raw)
-		}
-		return resp.StatusCode, m
+		return testkit.DoJSON(t, http.MethodPost, lb+"/api/notify", "", body)
 	}
 	// The largest message relay takes, fully escaped, passes nginx.
 	biggest := `{"message":"` + strings.Repeat(`\u0041`, 65536) + `"}`
