@@ -77,6 +77,19 @@ func (p *proc) term() {
 	p.cmd = nil
 }
 
+// freeze stops the node (SIGSTOP), as a hung process or a paused VM would
+// be: its sockets stay open and nothing answers. thaw resumes it.
+func (p *proc) freeze() { p.signal(syscall.SIGSTOP) }
+func (p *proc) thaw()   { p.signal(syscall.SIGCONT) }
+
+func (p *proc) signal(sig syscall.Signal) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil {
+		_ = p.cmd.Process.Signal(sig)
+	}
+}
+
 // kill ends the node with SIGKILL: no goodbye to anyone. Idempotent.
 func (p *proc) kill() {
 	p.mu.Lock()

@@ -373,3 +373,22 @@ func TestRecoveryRedisRestartEmptyIsHonest(t *testing.T) {
 		t.Fatalf("resume from the lost epoch: %s, want recovered false, all three streams missed", w.Raw)
 	}
 }
+
+// A node that freezes (SIGSTOP: a long GC pause, a paused VM) for a few
+// seconds and comes back delivers everything published meanwhile to its
+// clients, in order, once: what Redis sent it waited in the socket, and
+// anything Redis dropped is read back from history.
+func TestRecoveryNodeFrozen(t *testing.T) {
+	t.Parallel()
+	c := startClusterWith(t, clusterOptions{noNginx: true})
+	n1, n2 := c.nodes[0], c.nodes[1]
+	frozen := wstest.StartResumer(t, "name=frozen", []string{"ops"}, "ws://"+n2.addr+"/ws")
+	p := startPublisher(t, "ops", n1.url())
+	p.awaitMore(t, 300)
+	n2.freeze()
+	p.awaitMore(t, 300)
+	time.Sleep(2 * time.Second)
+	n2.thaw()
+	p.awaitMore(t, 300)
+	settle(t, p, map[string]*wstest.Resumer{"frozen": frozen})
+}
