@@ -32,6 +32,8 @@ type Options struct {
 	Every      time.Duration // chat: each client sends one message this often
 	Workers    int           // http: concurrent requests
 	Stall      int           // fanout: subscribers that never read, to show memory stays bounded
+	Resume     bool          // fanout: a subscriber whose connection ends reconnects and resumes
+	DropRate   float64       // fanout: subscriber connections cut per second while publishing (implies Resume)
 	Metrics    []string      // base URLs whose /metrics are summed for the server's figures (default: URL)
 	APIKey     string
 	JWTSecret  string
@@ -58,6 +60,8 @@ func ParseArgs(args []string, stderr io.Writer) (Options, error) {
 	fs.DurationVar(&o.Every, "every", 5*time.Second, "chat: each client sends a message this often")
 	fs.IntVar(&o.Workers, "workers", 64, "http: concurrent requests")
 	fs.IntVar(&o.Stall, "stall", 0, "fanout: extra subscribers that stop reading")
+	fs.BoolVar(&o.Resume, "resume", false, "fanout: a subscriber whose connection ends (a replica restarted, a cut) reconnects and resumes from its positions")
+	fs.Float64Var(&o.DropRate, "drop-rate", 0, "fanout: cut this many subscriber connections per second from the client side while publishing; each reconnects and resumes (implies -resume)")
 	metrics := fs.String("metrics", "", "comma-separated base URLs of every node whose /metrics to sum (a cluster's replicas); default -url")
 	fs.StringVar(&o.APIKey, "api-key", "", "API key for POST /api/notify")
 	fs.StringVar(&o.JWTSecret, "jwt-secret", "", "mint a token per client with this HS256 secret")
@@ -94,6 +98,13 @@ func ParseArgs(args []string, stderr io.Writer) (Options, error) {
 		return o, fmt.Errorf("relay bench: -publish %q: want notify or ws", o.Publish)
 	case o.Rate <= 0 || o.Every <= 0 || o.Duration <= 0:
 		return o, errors.New("relay bench: -rate, -every and -duration must be positive")
+	case o.DropRate < 0 || o.DropRate > 10000:
+		return o, errors.New("relay bench: -drop-rate must be 0-10000 connections per second")
+	case (o.Resume || o.DropRate > 0) && o.Scenario != "fanout":
+		return o, errors.New("relay bench: -resume and -drop-rate apply to fanout")
+	}
+	if o.DropRate > 0 {
+		o.Resume = true
 	}
 	if o.Messages == 0 {
 		o.Messages = max(1, int(o.Rate*o.Duration.Seconds()))

@@ -25,11 +25,15 @@ type Report struct {
 	Nodes          map[string]int `json:"nodes,omitempty"`          // connections per node, from each welcome
 	SpreadPercent  float64        `json:"spread_percent,omitempty"` // largest distance of a node's count from the mean, in % of the mean
 
-	Published     int     `json:"published,omitempty"`
-	PublishLate   int     `json:"publish_late,omitempty"` // publishes that started over one interval behind schedule
-	PublishErrors int     `json:"publish_errors,omitempty"`
-	PublishP99Ms  float64 `json:"publish_accept_p99_ms,omitempty"` // from sending a publish to its acceptance (notify's 200)
-	PublishMaxMs  float64 `json:"publish_accept_max_ms,omitempty"`
+	Published     int `json:"published,omitempty"`
+	PublishLate   int `json:"publish_late,omitempty"` // publishes that started over one interval behind schedule
+	PublishErrors int `json:"publish_errors,omitempty"`
+	// Publishes that failed (no answer, 5xx) but that GET /api/history
+	// found in the stream: counted as sent; and those it could not tell.
+	PublishLanded    int     `json:"publish_failed_but_landed,omitempty"`
+	PublishUncertain int     `json:"publish_uncertain,omitempty"`
+	PublishP99Ms     float64 `json:"publish_accept_p99_ms,omitempty"` // from sending a publish to its acceptance (notify's 200)
+	PublishMaxMs     float64 `json:"publish_accept_max_ms,omitempty"`
 	// The measured phase (publishing and the last deliveries), in unix
 	// milliseconds, to match against CPU sampled outside (per container).
 	MeasuredFromMs int64   `json:"measured_from_unix_ms,omitempty"`
@@ -44,6 +48,25 @@ type Report struct {
 	P99Ms          float64 `json:"p99_ms,omitempty"`
 	MaxMs          float64 `json:"max_ms,omitempty"`
 	ErrorFrames    int     `json:"error_frames"`
+	Problem        string  `json:"first_problem,omitempty"` // the first error frame, gap or unrecovered resume
+
+	// -resume and -drop-rate (fanout): connections cut by the load
+	// generator; reconnections; resumes (reconnections whose welcome
+	// answered recovered true or false: one cut again before its welcome
+	// has none); failed redials; receivers that gave up after a minute
+	// of them; frames dropped as already seen (a replay of what had
+	// arrived); positions that were not the next of their stream; gap frames.
+	Resume            bool `json:"resume,omitempty"`
+	Drops             int  `json:"drops,omitempty"`
+	Reconnects        int  `json:"reconnects,omitempty"`
+	Resumes           int  `json:"resumes,omitempty"`
+	RecoveredTrue     int  `json:"recovered_true,omitempty"`
+	RecoveredFalse    int  `json:"recovered_false"`
+	RedialErrors      int  `json:"redial_errors,omitempty"`
+	ResumeFailures    int  `json:"resume_failures,omitempty"`
+	DuplicatesDropped int  `json:"duplicates_dropped,omitempty"`
+	StreamGaps        int  `json:"stream_gaps"`
+	GapFrames         int  `json:"gap_frames"`
 
 	Requests int     `json:"requests,omitempty"`
 	RPS      float64 `json:"requests_per_second,omitempty"`
@@ -90,6 +113,9 @@ func (rep *Report) Print(w io.Writer) {
 	}
 	if rep.Published > 0 {
 		row("published", fmt.Sprintf("%d (%d late, %d refused)", rep.Published, rep.PublishLate, rep.PublishErrors))
+		if rep.PublishLanded+rep.PublishUncertain > 0 {
+			row("publishes failed but in history / unknown", fmt.Sprintf("%d / %d", rep.PublishLanded, rep.PublishUncertain))
+		}
 		if rep.PublishP99Ms > 0 {
 			row("publish accepted in p99 / max", fmt.Sprintf("%.1f / %.1f ms", rep.PublishP99Ms, rep.PublishMaxMs))
 		}
@@ -102,7 +128,17 @@ func (rep *Report) Print(w io.Writer) {
 	if rep.P50Ms > 0 || rep.P99Ms > 0 {
 		row("latency p50 / p99 / max", fmt.Sprintf("%.1f / %.1f / %.1f ms", rep.P50Ms, rep.P99Ms, rep.MaxMs))
 	}
+	if rep.Resume {
+		row("connections cut by the load generator", rep.Drops)
+		row("reconnections; resumes (recovered true / false)", fmt.Sprintf("%d; %d (%d / %d)", rep.Reconnects, rep.Resumes, rep.RecoveredTrue, rep.RecoveredFalse))
+		row("redial errors / gave up", fmt.Sprintf("%d / %d", rep.RedialErrors, rep.ResumeFailures))
+		row("replayed frames already seen (dropped)", rep.DuplicatesDropped)
+		row("stream gaps / gap frames", fmt.Sprintf("%d / %d", rep.StreamGaps, rep.GapFrames))
+	}
 	row("error frames", rep.ErrorFrames)
+	if rep.Problem != "" {
+		row("first problem", rep.Problem)
+	}
 	if rep.PresenceFrames > 0 {
 		row("presence frames received", rep.PresenceFrames)
 	}
@@ -141,6 +177,9 @@ func (r *runner) fillLatency(rep *Report) {
 	q := r.hist.quantiles(0.5, 0.99, 1)
 	rep.P50Ms, rep.P99Ms, rep.MaxMs = ms(q[0]), ms(q[1]), ms(q[2])
 	rep.ErrorFrames = int(r.errors.Load())
+	r.mu.Lock()
+	rep.Problem = r.problem
+	r.mu.Unlock()
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -216,8 +255,11 @@ func scrapeOne(ctx context.Context, base string) (serverStats, error) {
 func (rep *Report) countNodes(conns []*conn) {
 	rep.Nodes = map[string]int{}
 	for _, c := range conns {
-		if c != nil && c.node != "" {
-			rep.Nodes[c.node]++
+		if c == nil {
+			continue
+		}
+		if n := c.nodeName(); n != "" {
+			rep.Nodes[n]++
 		}
 	}
 	if len(rep.Nodes) == 0 {

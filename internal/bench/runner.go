@@ -23,14 +23,32 @@ type runner struct {
 	sent       atomic.Int64
 	readers    sync.WaitGroup // reader goroutines
 
-	mu        sync.Mutex
-	conns     []*conn
-	lastError string
+	// life ends when the run closes its connections: reconnections stop.
+	life context.Context
+	end  context.CancelFunc
+
+	// With -resume: connections cut by the load generator, reconnections,
+	// welcomes that answered a resume (recovered or not), failed redials, receivers that
+	// gave up, frames dropped as already seen, positions that were not the
+	// next of their stream, gap frames.
+	drops, reconnects, recovered, notRecovered, redialErrors atomic.Int64
+	resumeFailures                                           atomic.Int64
+	dupsDropped, streamGaps, gapFrames                       atomic.Int64
+	reconnecting                                             atomic.Int64 // receivers between one connection and the next
+
+	mu       sync.Mutex
+	conns    []*conn
+	problem  string // the first error frame, gap or unrecovered resume
+	problems int
 }
 
-func (r *runner) noteError(frame string) {
+// noteError keeps the first of what went wrong, for the report.
+func (r *runner) noteError(what string) {
 	r.mu.Lock()
-	r.lastError = frame
+	if r.problems == 0 {
+		r.problem = what
+	}
+	r.problems++
 	r.mu.Unlock()
 }
 
@@ -38,6 +56,8 @@ func (r *runner) noteError(frame string) {
 // to out every second unless o.Quiet.
 func Run(ctx context.Context, o Options, out io.Writer) (*Report, error) {
 	r := &runner{o: o, out: out, hist: newHistogram()}
+	r.life, r.end = context.WithCancel(context.Background())
+	defer r.end()
 	r.wsURL = "ws" + strings.TrimPrefix(o.URL, "http") + "/ws"
 	need := o.Conns + o.Stall + 64
 	if o.Scenario == "http" {
@@ -134,14 +154,15 @@ func (r *runner) roomOf(id int) string {
 	return r.o.room(id % r.o.Rooms)
 }
 
-// closeAll closes every connection and waits for the readers.
+// closeAll closes every connection for good and waits for the readers.
 func (r *runner) closeAll() {
+	r.end()
 	r.mu.Lock()
 	conns := r.conns
 	r.conns = nil
 	r.mu.Unlock()
 	for _, c := range conns {
-		_ = c.ws.CloseNow()
+		c.close()
 	}
 	r.readers.Wait()
 }
@@ -162,8 +183,12 @@ func (r *runner) progress(stop <-chan struct{}, done chan<- struct{}, open func(
 		d := r.deliveries.Load()
 		q := r.hist.quantiles(0.5, 0.99)
 		if !r.o.Quiet {
-			fmt.Fprintf(r.out, "t=%3.0fs conns=%d deliveries/s=%d p50=%v p99=%v errors=%d\n",
-				time.Since(start).Seconds(), open(), d-last, q[0], q[1], r.errors.Load())
+			resumes := ""
+			if r.o.Resume {
+				resumes = fmt.Sprintf(" resumes=%d/%d", r.recovered.Load(), r.recovered.Load()+r.notRecovered.Load())
+			}
+			fmt.Fprintf(r.out, "t=%3.0fs conns=%d deliveries/s=%d p50=%v p99=%v errors=%d%s\n",
+				time.Since(start).Seconds(), open(), d-last, q[0], q[1], r.errors.Load(), resumes)
 		}
 		last = d
 	}

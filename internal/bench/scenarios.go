@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
+	"net/url"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -71,7 +75,7 @@ func (r *runner) idle(ctx context.Context) (*Report, error) {
 	r.conns = nil
 	r.mu.Unlock()
 	for _, c := range conns {
-		_ = c.ws.CloseNow()
+		c.close()
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
@@ -132,8 +136,13 @@ func (r *runner) fanout(ctx context.Context) (*Report, error) {
 	}
 	cpu0 := ownCPU()
 	r.deliveries.Store(0)
+	if !o.Quiet {
+		fmt.Fprintf(r.out, "bench: %d subscribers connected; publishing %d messages at %g/s\n", o.Conns, o.Messages, o.Rate)
+	}
 	t0 := time.Now()
+	stopDrops := r.startDrops(subs)
 	sent, err := r.publishAll(ctx, rep, pubs)
+	stopDrops()
 	if err != nil {
 		return nil, err
 	}
@@ -162,6 +171,7 @@ func (r *runner) fanout(ctx context.Context) (*Report, error) {
 	}
 	rep.Expected = expected
 	rep.DeliveriesPerS = float64(rep.Delivered) / published.Seconds()
+	r.fillResume(rep)
 	for _, c := range stalled {
 		if c.closeCode.Load() == 1008 || !r.stalledOpen(ctx, c) {
 			rep.StalledClosed++
@@ -193,8 +203,9 @@ func (r *runner) publishAll(ctx context.Context, rep *Report, pubs map[int]*conn
 		room int
 		due  time.Time
 	}
-	var mu sync.Mutex // guards sent and rep's publish counts
+	var mu sync.Mutex // guards sent, head and rep's publish counts
 	sent := map[int]int{}
+	head := map[int]uint64{} // by room: the last position a notify was given
 	jobs := make([]chan job, workers)
 	var wg sync.WaitGroup
 	for w := range workers {
@@ -210,24 +221,32 @@ func (r *runner) publishAll(ctx context.Context, rep *Report, pubs map[int]*conn
 					rep.PublishLate++
 				}
 				mu.Unlock()
-				sentAt := time.Now()
-				data := benchData(id, seq, sentAt, pad)
-				var err error
-				if o.Publish == "ws" {
-					b, _ := json.Marshal(map[string]string{"type": "message", "room": r.o.room(j.room), "data": data})
-					err = pubs[j.room].ws.Write(ctx, websocket.MessageText, b)
-				} else {
-					err = r.notify(ctx, client, r.o.room(j.room), data)
+				// With -resume a refused publish is tried again, as a
+				// careful backend does, for up to 10 s: faults are the
+				// point of the run, and every message should get through.
+				for attempt := 0; ; attempt++ {
+					sentAt := time.Now()
+					landed, uncertain, err := r.publishOnce(ctx, client, pubs[j.room], j.room, benchData(id, seq, sentAt, pad), head, &mu)
+					mu.Lock()
+					if landed {
+						rep.PublishLanded++
+					}
+					if uncertain {
+						rep.PublishUncertain++
+					}
+					if err == nil {
+						accept.add(time.Since(sentAt))
+						sent[id]++
+						rep.Published++
+					} else {
+						rep.PublishErrors++
+					}
+					mu.Unlock()
+					if err == nil || !o.Resume || uncertain || attempt == 49 || ctx.Err() != nil {
+						break
+					}
+					time.Sleep(200 * time.Millisecond)
 				}
-				mu.Lock()
-				if err != nil {
-					rep.PublishErrors++
-				} else {
-					accept.add(time.Since(sentAt))
-					sent[id]++
-					rep.Published++
-				}
-				mu.Unlock()
 			}
 		}()
 	}
@@ -256,22 +275,110 @@ func (r *runner) publishAll(ctx context.Context, rep *Report, pubs map[int]*conn
 	return sent, err
 }
 
+// publishOnce publishes data to room k once, through its WebSocket
+// publisher (ws mode) or a notify. A notify that failed but may have been
+// published (no answer, a 5xx) is looked for in the room's history after
+// the last position a notify was given (head, under mu): landed, it counts
+// as published; uncertain, no answer came. Retrying it blindly would make a
+// second copy if it had landed.
+func (r *runner) publishOnce(ctx context.Context, client *http.Client, pub *conn, k int, data string, head map[int]uint64, mu *sync.Mutex) (landed, uncertain bool, err error) {
+	room := r.o.room(k)
+	if r.o.Publish == "ws" {
+		b, _ := json.Marshal(map[string]string{"type": "message", "room": room, "data": data})
+		if ws := pub.current(); ws != nil {
+			return false, false, ws.Write(ctx, websocket.MessageText, b)
+		}
+		return false, false, errors.New("publisher disconnected")
+	}
+	mu.Lock()
+	since := head[k]
+	mu.Unlock()
+	at, maybe, err := r.notify(ctx, client, room, data)
+	if err != nil && maybe {
+		var known bool
+		landed, known = r.landed(ctx, client, room, since, data)
+		uncertain = !known
+		if landed {
+			err = nil
+		}
+	}
+	mu.Lock()
+	head[k] = max(head[k], at)
+	mu.Unlock()
+	return landed, uncertain, err
+}
+
 // settle waits for the last deliveries (until expected have arrived, or
 // 5 s), then fills in the server's and the load generator's figures since
 // before / cpu0 / t0.
 func (r *runner) settle(ctx context.Context, rep *Report, expected int, before serverStats, cpu0 time.Duration, t0 time.Time) error {
-	deadline := time.Now().Add(5 * time.Second)
-	for int(r.deliveries.Load()) < expected && time.Now().Before(deadline) {
+	// With -resume, receivers still reconnecting catch up by replay: wait
+	// for them too, up to a minute.
+	limit := time.Now().Add(5 * time.Second)
+	if r.o.Resume {
+		limit = time.Now().Add(time.Minute)
+	}
+	last, lastAt := r.deliveries.Load(), time.Now()
+	for ctx.Err() == nil && time.Now().Before(limit) {
+		d, away := r.deliveries.Load(), r.reconnecting.Load()
+		if d != last {
+			last, lastAt = d, time.Now()
+		}
+		if away == 0 && (int(d) >= expected || time.Since(lastAt) > 5*time.Second) {
+			break
+		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	after, err := r.scrape(ctx)
-	if err != nil {
-		return err
+	// A replica may still be restarting: the run's own figures stand without
+	// the server's.
+	if after, err := r.scrape(ctx); err != nil {
+		fmt.Fprintf(r.out, "bench: warning: no server figures after the run: %v\n", err)
+	} else {
+		between(rep, before, after)
 	}
-	between(rep, before, after)
 	rep.BenchCPUPercent = 100 * (ownCPU() - cpu0).Seconds() / time.Since(t0).Seconds()
 	rep.MeasuredFromMs, rep.MeasuredToMs = t0.UnixMilli(), time.Now().UnixMilli()
 	return nil
+}
+
+// startDrops cuts random subscribers' connections at -drop-rate per second
+// until the returned func is called (it waits for the dropper to stop).
+func (r *runner) startDrops(subs []*conn) func() {
+	if r.o.DropRate <= 0 || len(subs) == 0 {
+		return func() {}
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() { // ends at stop
+		defer close(done)
+		t := time.NewTicker(time.Duration(float64(time.Second) / r.o.DropRate))
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			if subs[rand.IntN(len(subs))].cut() {
+				r.drops.Add(1)
+			}
+		}
+	}()
+	return func() { close(stop); <-done }
+}
+
+// fillResume adds what -resume and -drop-rate did to the report.
+func (r *runner) fillResume(rep *Report) {
+	rep.Resume = r.o.Resume
+	rep.Drops = int(r.drops.Load())
+	rep.Reconnects = int(r.reconnects.Load())
+	rep.RecoveredTrue = int(r.recovered.Load())
+	rep.RecoveredFalse = int(r.notRecovered.Load())
+	rep.Resumes = rep.RecoveredTrue + rep.RecoveredFalse
+	rep.RedialErrors = int(r.redialErrors.Load())
+	rep.ResumeFailures = int(r.resumeFailures.Load())
+	rep.DuplicatesDropped = int(r.dupsDropped.Load())
+	rep.StreamGaps = int(r.streamGaps.Load())
+	rep.GapFrames = int(r.gapFrames.Load())
 }
 
 // tally adds one receiver's accounting, given what each publisher sent.
@@ -289,7 +396,7 @@ func (r *runner) stalledOpen(ctx context.Context, c *conn) bool {
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	for {
-		_, rd, err := c.ws.Reader(rctx)
+		_, rd, err := c.current().Reader(rctx)
 		if err != nil {
 			return rctx.Err() != nil // still open if only our patience ran out
 		}
@@ -297,11 +404,14 @@ func (r *runner) stalledOpen(ctx context.Context, c *conn) bool {
 	}
 }
 
-func (r *runner) notify(ctx context.Context, client *http.Client, room, text string) error {
+// notify posts one notification and returns the position the server gave
+// it. maybe says whether a failure may have published it all the same: no
+// answer, or a 5xx (a node, nginx or Redis going away after the script ran).
+func (r *runner) notify(ctx context.Context, client *http.Client, room, text string) (seq uint64, maybe bool, err error) {
 	body, _ := json.Marshal(map[string]string{"message": text, "room": room})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.o.URL+"/api/notify", bytes.NewReader(body))
 	if err != nil {
-		return err
+		return 0, false, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if r.o.APIKey != "" {
@@ -309,14 +419,64 @@ func (r *runner) notify(ctx context.Context, client *http.Client, room, text str
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return err
+		return 0, true, err
 	}
 	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, resp.Body)
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("notify: HTTP %d", resp.StatusCode)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return 0, resp.StatusCode >= 500, fmt.Errorf("notify: HTTP %d", resp.StatusCode)
 	}
-	return nil
+	var answer struct {
+		Seq uint64 `json:"seq"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&answer)
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return answer.Seq, false, nil
+}
+
+// landed asks GET /api/history whether a notification whose publish failed
+// is in the room's stream after position since all the same, as a careful
+// backend does before it retries. known is false when no answer came within
+// 10 s.
+func (r *runner) landed(ctx context.Context, client *http.Client, room string, since uint64, text string) (landed, known bool) {
+	u := r.o.URL + "/api/history?room=" + url.QueryEscape(room) + "&since=" + strconv.FormatUint(since, 10) + "&limit=1000"
+	for try := range 20 {
+		if try > 0 {
+			select {
+			case <-time.After(500 * time.Millisecond):
+			case <-ctx.Done():
+				return false, false
+			}
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			return false, false
+		}
+		if r.o.APIKey != "" {
+			req.Header.Set("Authorization", "Bearer "+r.o.APIKey)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			continue
+		}
+		var h struct {
+			Messages []struct {
+				Data string `json:"data"`
+			} `json:"messages"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&h)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			continue
+		}
+		for _, m := range h.Messages {
+			if m.Data == text {
+				return true, true
+			}
+		}
+		return false, true
+	}
+	return false, false
 }
 
 // chat connects clients over the rooms; each sends a message every
@@ -361,7 +521,7 @@ func (r *runner) chat(ctx context.Context) (*Report, error) {
 					return
 				}
 				b, _ := json.Marshal(map[string]string{"type": "message", "room": c.room, "data": benchData(c.id, seq, time.Now(), pad)})
-				if err := c.ws.Write(ctx, websocket.MessageText, b); err != nil {
+				if err := c.current().Write(ctx, websocket.MessageText, b); err != nil {
 					return
 				}
 				sent[i] = seq + 1
