@@ -5,6 +5,7 @@
 #
 #   ./deploy/fuzz.sh            # 1,000,000 inputs per target
 #   ./deploy/fuzz.sh 100000     # fewer
+#   FUZZ_FLAGS=-parallel=1 ./deploy/fuzz.sh   # leave a core free
 #
 # A failing input is written under testdata/fuzz/ of its package, where
 # `go test` then runs it on every test run; the script stops at the first.
@@ -20,7 +21,7 @@ targets=(
 for t in "${targets[@]}"; do
 	set -- $t
 	start=$(date +%s)
-	if ! out=$(go test -run XXX -fuzz "^$2\$" -fuzztime "${n}x" "$1" 2>&1); then
+	if ! out=$(go test -run XXX -fuzz "^$2\$" -fuzztime "${n}x" ${FUZZ_FLAGS:-} "$1" 2>&1); then
 		echo "$out" | tail -20
 		echo "fuzz.sh: $2 FAILED" >&2
 		exit 1
