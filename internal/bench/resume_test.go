@@ -2,6 +2,8 @@ package bench
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net/url"
 	"slices"
@@ -14,22 +16,20 @@ import (
 	"github.com/relay/relay/internal/testkit"
 )
 
-// runFanout runs relay bench fanout with args against url and returns its
-// report.
-func runFanout(t *testing.T, url string, args ...string) *Report {
-	t.Helper()
-	o, err := ParseArgs(append(append([]string{"-url", url, "-api-key", "k", "-quiet"}, args...), "fanout"), io.Discard)
+// runFanout runs relay bench fanout with args against url, its progress
+// going to out, and returns its report.
+func runFanout(url string, out io.Writer, args ...string) (*Report, error) {
+	o, err := ParseArgs(append(append([]string{"-url", url, "-api-key", "k"}, args...), "fanout"), io.Discard)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var out testkit.Buffer
-	rep, err := Run(ctx, o, &out)
+	rep, err := Run(ctx, o, out)
 	if err != nil {
-		t.Fatalf("relay bench fanout %v: %v\n%s", args, err, out.String())
+		return nil, fmt.Errorf("relay bench fanout %v: %w", args, err)
 	}
-	return rep
+	return rep, nil
 }
 
 // exact fails the test unless every subscriber got every message once, in
@@ -50,8 +50,11 @@ func exact(t *testing.T, rep *Report) {
 func TestFanoutDropsResume(t *testing.T) {
 	t.Parallel()
 	n := nodetest.Start(t, map[string]string{"RELAY_API_KEY": "k", "RELAY_RATE_LIMIT": "0"})
-	rep := runFanout(t, n.URL(), "-conns", "200", "-rooms", "2", "-rate", "100", "-messages", "300",
+	rep, err := runFanout(n.URL(), io.Discard, "-quiet", "-conns", "200", "-rooms", "2", "-rate", "100", "-messages", "300",
 		"-publishers", "2", "-drop-rate", "50")
+	if err != nil {
+		t.Fatal(err)
+	}
 	exact(t, rep)
 	// A connection cut again before its welcome came has no resume of its
 	// own: the next one resumes for both.
@@ -72,15 +75,31 @@ func TestFanoutNodeRestartResume(t *testing.T) {
 	n := nodetest.Start(t, env)
 	nodetest.Start(t, map[string]string{"RELAY_API_KEY": "k", "RELAY_RATE_LIMIT": "0", "RELAY_REDIS_URL": rd.URL(), "RELAY_NODE_ID": "other"})
 
-	done := make(chan *Report)
-	go func() {
-		done <- runFanout(t, n.URL(), "-conns", "100", "-rooms", "2", "-rate", "50", "-messages", "200", "-resume")
+	var out testkit.Buffer
+	type result struct {
+		rep *Report
+		err error
+	}
+	done := make(chan result, 1)
+	go func() { // ends with the run, bounded by runFanout's timeout
+		rep, err := runFanout(n.URL(), &out, "-conns", "100", "-rooms", "2", "-rate", "50", "-messages", "200", "-resume")
+		done <- result{rep, err}
 	}()
-	time.Sleep(1500 * time.Millisecond) // 100 connect in 50 ms at the default ramp; then publishing
+	testkit.CheckFor(t, time.Minute, 10*time.Millisecond, func() error {
+		if !strings.Contains(out.String(), "publishing") {
+			return errors.New("relay bench did not start publishing")
+		}
+		return nil
+	})
+	time.Sleep(500 * time.Millisecond)
 	n.Stop()
 	time.Sleep(300 * time.Millisecond)
 	n.Restart()
-	rep := <-done
+	res := <-done
+	if res.err != nil {
+		t.Fatalf("%v\n%s", res.err, out.String())
+	}
+	rep := res.rep
 	exact(t, rep)
 	if rep.Resumes < 100 || rep.RecoveredTrue != rep.Resumes {
 		t.Errorf("%d resumes, %d recovered: want every subscriber resumed once at least", rep.Resumes, rep.RecoveredTrue)
