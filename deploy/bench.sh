@@ -5,7 +5,9 @@
 #
 #   ./deploy/bench.sh              # every single-node scenario (about 6 minutes)
 #   ./deploy/bench.sh fanout chat  # some of them
-#   ./deploy/bench.sh cluster      # the docker compose cluster through nginx (about 4 minutes)
+#   ./deploy/bench.sh resume       # fanout with history, then with subscribers cut and resumed
+#   ./deploy/bench.sh cluster      # the docker compose cluster through nginx (about 5 minutes),
+#                                  # ending with a rolling restart of every replica under fanout
 #
 # Results: one JSON file per scenario in ${OUT:-/tmp/relay-bench}; the
 # cluster scenario adds CPU per container and per delivery (cluster-cpu.txt).
@@ -32,7 +34,7 @@ trap stop_node EXIT
 
 bench() { # name, then relay bench arguments
 	local name=$1; shift
-	echo "== $name: relay bench $*"
+	echo "== $name: relay bench $* (load: $(cut -d' ' -f1-3 /proc/loadavg))"
 	"$OUT/relay" bench -url "$URL" -json -quiet "$@" > "$OUT/$name.json"
 	cat "$OUT/$name.json"
 }
@@ -63,6 +65,19 @@ run_chat() {
 	bench chat -conns 1000 -rooms 10 -every 5s -duration 30s chat
 	stop_node
 }
+# resume: fanout to 10,000 with history on (RELAY_HISTORY_SIZE, 200 by
+# default), then the same with subscribers cut from the client side at
+# DROP_RATE a second, each reconnecting with its positions (?epoch&since):
+# every message once per receiver, in order, live or replayed.
+DROP_RATE=${DROP_RATE:-100}
+run_resume() {
+	start_node
+	bench resume-history -conns 10000 -rate 20 -duration 30s fanout
+	stop_node
+	start_node
+	bench "resume-drops-$DROP_RATE" -conns 10000 -rate 20 -duration 30s -drop-rate "$DROP_RATE" fanout
+	stop_node
+}
 run_stall() {
 	start_node
 	bench stall -conns 9000 -stall 1000 -size 4096 -rate 20 -duration 30s fanout
@@ -79,12 +94,12 @@ run_stall() {
 # container's CPU from its cgroup to say where the time goes per delivery.
 CLUSTER_PORT=${CLUSTER_PORT:-28080}
 CLUSTER_CONNS=${CLUSTER_CONNS:-10000}
-CLUSTER_PROJECT=relaybench
+CLUSTER_PROJECT=${CLUSTER_PROJECT:-relaybench}
 CLUSTER_KEY=bench-key
 
 # CLUSTER_PHASES picks phases (default all); CLUSTER_NGINX_CONF runs nginx
 # with another main config than nginx/nginx.conf, to compare tunings.
-CLUSTER_PHASES=${CLUSTER_PHASES:-idle fanout-5 fanout-20 scale}
+CLUSTER_PHASES=${CLUSTER_PHASES:-idle fanout-5 fanout-20 scale rolling}
 CLUSTER_NGINX_CONF=${CLUSTER_NGINX_CONF:-}
 
 cluster_compose() {
@@ -253,6 +268,7 @@ run_cluster() {
 		idle) cluster_bench idle -conns "$CLUSTER_CONNS" -ramp 2000 -duration 10s idle ;;
 		fanout-*) cluster_bench "$phase" -conns "$CLUSTER_CONNS" -ramp 2000 -rate "${phase#fanout-}" -publishers 8 -duration 30s fanout ;;
 		scale) cluster_scale ;;
+		rolling) cluster_rolling ;;
 		*) echo "cluster: unknown phase $phase" >&2; return 1 ;;
 		esac
 	done
@@ -273,6 +289,32 @@ cluster_scale() {
 	"$OUT/relay" bench -url "$URL" -metrics "$(cluster_metrics)" -json -quiet -conns 3000 -ramp 1000 -duration 5s idle | tee "$OUT/cluster-after-scale.json"
 	wait "$held"
 	cat "$OUT/cluster-held.json"
+}
+
+# cluster_rolling: fanout to CLUSTER_CONNS through nginx with -resume while
+# every relay replica is restarted in turn (docker restart: SIGTERM, 1012,
+# up again), each healthy before the next: 0 lost, 0 duplicated, 0
+# reordered, every resume recovered.
+cluster_rolling() {
+	local conns=$CLUSTER_CONNS id n=0 began
+	echo "== cluster rolling: relay bench fanout -resume to $conns, every replica restarted in turn (load: $(cut -d' ' -f1-3 /proc/loadavg))"
+	: >"$OUT/cluster-rolling.log"
+	"$OUT/relay" bench -url "$URL" -api-key "$CLUSTER_KEY" -json -resume -conns "$conns" -ramp 2000 \
+		-rate 20 -publishers 8 -duration 60s fanout >"$OUT/cluster-rolling.json" 2>"$OUT/cluster-rolling.log" &
+	local bench_pid=$!
+	for _ in $(seq 600); do grep -q publishing "$OUT/cluster-rolling.log" && break; sleep 0.1; done
+	began=$(date +%s)
+	for id in $(cluster_ids relay); do
+		n=$((n + 1))
+		docker restart --time 10 "$id" >/dev/null
+		for _ in $(seq 180); do
+			[ "$(docker inspect -f '{{.State.Health.Status}}' "$id")" = healthy ] && break
+			sleep 0.5
+		done
+		echo "cluster rolling: replica $n restarted and healthy at +$(($(date +%s) - began)) s"
+	done
+	wait "$bench_pid" || { tail -n 20 "$OUT/cluster-rolling.log"; return 1; }
+	cat "$OUT/cluster-rolling.json"
 }
 
 scenarios=("$@")
