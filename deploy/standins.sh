@@ -15,6 +15,9 @@
 #   nginx:1.27             Debian's nginx (1.22), foreground, reads
 #                          /etc/nginx/conf.d/*.conf only, logs to stdout/stderr
 #   golang:1.26-bookworm   this machine's /usr/local/go, GOPATH=/go, its CA bundle
+#   prom/prometheus:v2.53.3  Debian's prometheus (2.42), run as the official
+#                          image runs (config /etc/prometheus/prometheus.yml,
+#                          data /prometheus), for `--profile monitoring`
 #
 # The final stage of deploy/Dockerfile is scratch, which needs no image.
 # Needs root (or sudo) for debootstrap, and Debian's mirror and the Go module
@@ -33,6 +36,7 @@ BASE=debian:bookworm
 REDIS=redis:7
 NGINX=nginx:1.27
 GOLANG=golang:1.26-bookworm
+PROMETHEUS=prom/prometheus:v2.53.3
 LABEL=org.relay.standin
 CACHE=${RELAY_CACHE:-$HOME/.cache/relay}
 COMPOSE_VERSION=${COMPOSE_VERSION:-v2.40.3}
@@ -60,7 +64,7 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 if [ "$check" = 1 ]; then
-	for img in $REDIS $NGINX $GOLANG; do present "$img" || { log "missing $img"; exit 1; }; done
+	for img in $REDIS $NGINX $GOLANG $PROMETHEUS; do present "$img" || { log "missing $img"; exit 1; }; done
 	exit 0
 fi
 
@@ -79,7 +83,7 @@ trap 'rm -rf "$tmp"' EXIT
 started=$SECONDS
 
 # --- debian:bookworm, from debootstrap -------------------------------------
-if { need $REDIS || need $NGINX || need $GOLANG; } && need $BASE; then
+if { need $REDIS || need $NGINX || need $GOLANG || need $PROMETHEUS; } && need $BASE; then
 	mirror=${DEBIAN_MIRROR:-}
 	if [ -z "$mirror" ]; then
 		mirror=$(grep -rhoE '^(URIs:|deb) +https?://[^ ]*/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d 2>/dev/null |
@@ -142,6 +146,23 @@ if need $NGINX; then
 		EXPOSE 80
 		STOPSIGNAL SIGQUIT
 		CMD ["nginx", "-g", "daemon off;"]
+	EOF
+fi
+
+# --- prom/prometheus --------------------------------------------------------
+if need $PROMETHEUS; then
+	mkdir -p "$tmp/empty"
+	build $PROMETHEUS "$tmp/empty" <<-EOF
+		FROM $BASE
+		RUN apt-get update -qq \\
+		 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \\
+		 && rm -rf /var/lib/apt/lists/* \\
+		 && mkdir -p /prometheus && chown nobody:nogroup /prometheus
+		USER nobody
+		WORKDIR /prometheus
+		EXPOSE 9090
+		ENTRYPOINT ["/usr/bin/prometheus"]
+		CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]
 	EOF
 fi
 

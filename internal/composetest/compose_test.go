@@ -16,7 +16,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -29,6 +28,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/relay/relay/internal/testkit"
 	"github.com/relay/relay/internal/wstest"
 )
 
@@ -63,6 +63,8 @@ func TestCompose(t *testing.T) {
 	phase := func(name string) { t.Logf("--- %s (at %v)", name, time.Since(testStart).Round(time.Second)) }
 	phase("spread over replicas, chat and notify reach all")
 	cl := c.spread(t) // every client the test keeps connected
+	phase("monitoring profile: every dashboard query returns data for every replica")
+	c.monitoring(t, cl)
 	phase(fmt.Sprintf("%d WebSockets through nginx at once: all connect, stay up, reach every replica", crowdSize))
 	c.crowd(t, cl)
 	phase("scale to 5 without restarting nginx")
@@ -362,7 +364,7 @@ func (c *compose) restartAll(t *testing.T, cl []*member) []*member {
 }
 
 func (c *compose) down(t *testing.T) {
-	c.step("down", 2*time.Minute, "down", "-v", "--remove-orphans")
+	c.step("down", 2*time.Minute, "--profile", "monitoring", "down", "-v", "--remove-orphans")
 	c.downDone = true
 	if left := c.leftovers(); left != "" {
 		t.Fatalf("after down: %s", left)
@@ -594,6 +596,7 @@ type compose struct {
 	root     string // repository root
 	env      []string
 	port     int    // nginx's port published on 127.0.0.1
+	promPort int    // the monitoring profile's Prometheus, on 127.0.0.1
 	base, ws string // http://127.0.0.1:port, ws://127.0.0.1:port/ws
 	http     *http.Client
 	downDone bool
@@ -618,8 +621,9 @@ func newCompose(t *testing.T) *compose {
 		root:    root,
 		http:    &http.Client{Timeout: 10 * time.Second},
 	}
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	c.port = port
+	c.promPort = testkit.FreePort(t)
 	c.base = fmt.Sprintf("http://127.0.0.1:%d", port)
 	c.ws = fmt.Sprintf("ws://127.0.0.1:%d/ws", port)
 
@@ -627,6 +631,7 @@ func newCompose(t *testing.T) *compose {
 	envFile := filepath.Join(t.TempDir(), "compose.env")
 	settings := strings.Join([]string{
 		fmt.Sprintf("RELAY_PORT=127.0.0.1:%d", port),
+		fmt.Sprintf("RELAY_PROMETHEUS_PORT=127.0.0.1:%d", c.promPort),
 		"RELAY_API_KEY=" + apiKey,
 		"RELAY_IMAGE=relay:composetest",
 		"RELAY_REPLICAS=3",
@@ -657,7 +662,7 @@ func newCompose(t *testing.T) *compose {
 			out, _ = c.run(time.Minute, "logs", "--no-color", "--tail", "80")
 			t.Logf("compose logs:\n%s", out)
 		}
-		if out, err := c.run(2*time.Minute, "down", "-v", "--remove-orphans", "--timeout", "5"); err != nil {
+		if out, err := c.run(2*time.Minute, "--profile", "monitoring", "down", "-v", "--remove-orphans", "--timeout", "5"); err != nil {
 			t.Errorf("cleanup: compose down: %v\n%s", err, out)
 		}
 		if left := c.leftovers(); left != "" {
@@ -917,16 +922,6 @@ func composeCommand(t *testing.T) []string {
 	}
 	t.Fatal("no docker compose: deploy/standins.sh installs Compose v2")
 	return nil
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 func keys(m map[string]bool) []string {
