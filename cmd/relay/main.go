@@ -64,6 +64,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		if err != nil {
 			return err
 		}
+		if opts.HTML != "" {
+			if err := writeReport(opts, rep); err != nil {
+				return err
+			}
+		}
 		if opts.JSON {
 			return rep.JSON(stdout)
 		}
@@ -154,6 +159,19 @@ func serve(ctx context.Context, cfg config.Config, logw io.Writer) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// writeReport writes relay bench's HTML report (-html).
+func writeReport(opts bench.Options, rep *bench.Report) error {
+	f, err := os.Create(opts.HTML)
+	if err != nil {
+		return fmt.Errorf("bench report: %w", err)
+	}
+	if err := bench.WriteHTML(f, opts, rep); err != nil {
+		f.Close()
+		return fmt.Errorf("bench report: %w", err)
+	}
+	return f.Close()
 }
 
 func parseChatArgs(args []string, stderr io.Writer) (chatcli.Options, error) {

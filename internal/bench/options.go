@@ -22,6 +22,7 @@ type Options struct {
 	Conns      int           // connections (idle), subscribers (fanout), clients (chat)
 	Rooms      int           // rooms the connections spread over
 	RoomPrefix string        // rooms are RoomPrefix-0, RoomPrefix-1, ...
+	HTML       string        // write an HTML report here too
 	Ramp       int           // connections opened per second
 	Duration   time.Duration // how long to hold (idle), publish (fanout, chat) or load (http)
 	Rate       float64       // fanout: messages per second in all
@@ -49,6 +50,7 @@ func ParseArgs(args []string, stderr io.Writer) (Options, error) {
 	fs.StringVar(&o.URL, "url", "http://127.0.0.1:3000", "relay base URL (a node, nginx or a cluster)")
 	fs.IntVar(&o.Conns, "conns", 1000, "connections (idle), subscribers (fanout) or clients (chat)")
 	fs.IntVar(&o.Rooms, "rooms", 1, "rooms to spread connections over")
+	fs.StringVar(&o.HTML, "html", "", "also write a self-contained HTML report with charts over time to this file")
 	fs.StringVar(&o.RoomPrefix, "room-prefix", "bench", "rooms are named PREFIX-0, PREFIX-1, ...: give concurrent runs against one node prefixes of their own")
 	fs.IntVar(&o.Ramp, "ramp", 2000, "connections opened per second")
 	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "how long to hold, publish or load")

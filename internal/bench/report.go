@@ -82,6 +82,9 @@ type Report struct {
 	ServerCPUPercent  float64 `json:"server_cpu_percent,omitempty"` // of one core, during the measured phase
 	FramesPerWrite    float64 `json:"frames_per_socket_write,omitempty"`
 	BenchCPUPercent   float64 `json:"bench_cpu_percent,omitempty"` // the load generator's own, of one core
+
+	// Series is the run second by second, with -html (its charts).
+	Series []Sample `json:"series,omitempty"`
 }
 
 // Print writes the report as a table.
@@ -183,6 +186,17 @@ func (r *runner) fillLatency(rep *Report) {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// Sample is one second of a run.
+type Sample struct {
+	Second           float64 `json:"t"`
+	Conns            int     `json:"conns"`
+	DeliveriesPerS   int64   `json:"deliveries_per_second"`
+	P50Ms            float64 `json:"p50_ms"`
+	P99Ms            float64 `json:"p99_ms"`
+	ServerRSSMB      float64 `json:"server_rss_mb,omitempty"`
+	ServerCPUPercent float64 `json:"server_cpu_percent,omitempty"` // of one core; -1 before the second scrape
+}
 
 // serverStats is what the load generator reads from the server's /metrics:
 // the process collector's memory and CPU, and relay's write counters. It

@@ -18,6 +18,8 @@ type runner struct {
 	wsURL string
 
 	hist       *histogram
+	series     []Sample    // a second each, written by progress alone
+	lastScrape serverStats // progress's previous scrape, for CPU
 	deliveries atomic.Int64
 	errors     atomic.Int64
 	sent       atomic.Int64
@@ -65,16 +67,22 @@ func Run(ctx context.Context, o Options, out io.Writer) (*Report, error) {
 	}
 	raiseOpenFiles(need, out)
 
+	var rep *Report
+	var err error
 	switch o.Scenario {
 	case "idle":
-		return r.idle(ctx)
+		rep, err = r.idle(ctx)
 	case "fanout":
-		return r.fanout(ctx)
+		rep, err = r.fanout(ctx)
 	case "chat":
-		return r.chat(ctx)
+		rep, err = r.chat(ctx)
 	default:
-		return r.http(ctx)
+		rep, err = r.http(ctx)
 	}
+	if rep != nil && o.HTML != "" {
+		rep.Series = r.series
+	}
+	return rep, err
 }
 
 // raiseOpenFiles lifts the soft open-files limit to what the run needs, up
@@ -182,6 +190,7 @@ func (r *runner) progress(stop <-chan struct{}, done chan<- struct{}, open func(
 		}
 		d := r.deliveries.Load()
 		q := r.hist.quantiles(0.5, 0.99)
+		r.sample(time.Since(start), open(), d-last)
 		if !r.o.Quiet {
 			resumes := ""
 			if r.o.Resume {
@@ -192,6 +201,28 @@ func (r *runner) progress(stop <-chan struct{}, done chan<- struct{}, open func(
 		}
 		last = d
 	}
+}
+
+// sample records one second of the run for the report's charts: its
+// deliveries and latency, and, with -html, the server's memory and CPU.
+func (r *runner) sample(at time.Duration, conns int, deliveries int64) {
+	q := r.hist.window(0.5, 0.99)
+	s := Sample{Second: at.Seconds(), Conns: conns, DeliveriesPerS: deliveries,
+		P50Ms: ms(q[0]), P99Ms: ms(q[1])}
+	if r.o.HTML != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		if st, err := r.scrape(ctx); err == nil {
+			s.ServerRSSMB = st.rss / 1e6
+			if r.lastScrape.at.IsZero() {
+				s.ServerCPUPercent = -1
+			} else if dt := st.at.Sub(r.lastScrape.at).Seconds(); dt > 0 {
+				s.ServerCPUPercent = (st.cpuSeconds - r.lastScrape.cpuSeconds) / dt * 100
+			}
+			r.lastScrape = st
+		}
+		cancel()
+	}
+	r.series = append(r.series, s)
 }
 
 // startProgress runs progress in the background; the returned func stops

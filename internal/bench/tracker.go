@@ -86,12 +86,17 @@ type histogram struct {
 	mu      sync.Mutex
 	buckets []uint32
 	n       int
+	// The last second's latencies, coarser, for the report's charts.
+	win  []uint32
+	winN int
 }
+
+const winWidth = time.Millisecond
 
 const bucketWidth = 50 * time.Microsecond
 
 func newHistogram() *histogram {
-	return &histogram{buckets: make([]uint32, int(time.Minute/bucketWidth)+1)}
+	return &histogram{buckets: make([]uint32, int(time.Minute/bucketWidth)+1), win: make([]uint32, int(time.Minute/winWidth)+1)}
 }
 
 func (h *histogram) add(d time.Duration) {
@@ -102,10 +107,32 @@ func (h *histogram) add(d time.Duration) {
 	if i >= len(h.buckets) {
 		i = len(h.buckets) - 1
 	}
+	w := min(max(int(d/winWidth), 0), len(h.win)-1)
 	h.mu.Lock()
 	h.buckets[i]++
 	h.n++
+	h.win[w]++
+	h.winN++
 	h.mu.Unlock()
+}
+
+// window returns the quantiles qs of what was added since the last call,
+// and starts a new window.
+func (h *histogram) window(qs ...float64) []time.Duration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]time.Duration, len(qs))
+	seen, q := 0, 0
+	for i, c := range h.win {
+		seen += int(c)
+		for h.winN > 0 && q < len(qs) && float64(seen) >= qs[q]*float64(h.winN) {
+			out[q] = time.Duration(i+1) * winWidth
+			q++
+		}
+	}
+	clear(h.win)
+	h.winN = 0
+	return out
 }
 
 // quantiles returns the latencies below which the fractions qs of samples

@@ -3,11 +3,8 @@ package web_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
-	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +12,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/relay/relay/internal/browsertest"
 	"github.com/relay/relay/internal/node/nodetest"
 	"github.com/relay/relay/internal/testkit"
 )
@@ -39,42 +37,10 @@ var browser struct {
 	err    error
 }
 
-// chromium finds the browser: $RELAY_CHROMIUM, else Debian's chromium (or
-// another Chrome) on $PATH.
-func chromium() (string, error) {
-	if p := os.Getenv("RELAY_CHROMIUM"); p != "" {
-		return p, nil
-	}
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "headless_shell"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p, nil
-		}
-	}
-	return "", errors.New("chromium not found: the browser tests need it. Run them with ./deploy/test.sh, " +
-		"which installs it from Debian's packages (apt-get install chromium), or set RELAY_CHROMIUM to a Chrome binary")
-}
-
 func browserContext(t *testing.T) context.Context {
 	t.Helper()
 	browser.once.Do(func() {
-		path, err := chromium()
-		if err != nil {
-			browser.err = err
-			return
-		}
-		opts := append(chromedp.DefaultExecAllocatorOptions[:],
-			chromedp.ExecPath(path),
-			chromedp.NoSandbox, // the tests may run as root, where Chromium's sandbox refuses to start
-			chromedp.WindowSize(1280, 800),
-		)
-		allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-		ctx, cancelCtx := chromedp.NewContext(allocCtx)
-		browser.cancel = func() { cancelCtx(); cancelAlloc() }
-		if err := chromedp.Do(ctx); err != nil { // starts the browser
-			browser.err = fmt.Errorf("start %s: %w", path, err)
-			return
-		}
-		browser.ctx = ctx
+		browser.ctx, browser.cancel, browser.err = browsertest.Start()
 	})
 	if browser.err != nil {
 		t.Fatal(browser.err)
