@@ -155,8 +155,7 @@ const maxHistoryPage = 1000
 // the broadcast stream)&since=N&limit=M: the stream's epoch and latest
 // position, and its messages after since as clients got them.
 func (s *Server) handleHistory(c *gin.Context) {
-	if !s.apiKey.Check(c.Request) {
-		jsonError(c, http.StatusUnauthorized, "missing or invalid API key (Authorization: Bearer <key>)")
+	if !s.authorized(c) {
 		return
 	}
 	q := c.Request.URL.Query()
@@ -164,13 +163,13 @@ func (s *Server) handleHistory(c *gin.Context) {
 	room, user := q.Get("room"), q.Get("user")
 	switch {
 	case room != "" && user != "":
-		jsonError(c, http.StatusBadRequest, "give room or user, not both")
+		apiError(c, http.StatusBadRequest, "give room or user, not both")
 		return
 	case q.Has("room") && !protocol.ValidRoom(room):
-		jsonError(c, http.StatusBadRequest, "room names are 1-64 of A-Z a-z 0-9 _ - . :")
+		apiError(c, http.StatusBadRequest, "room names are 1-64 of A-Z a-z 0-9 _ - . :")
 		return
 	case q.Has("user") && (user == "" || len(user) > maxUserName):
-		jsonError(c, http.StatusBadRequest, fmt.Sprintf("user must be 1-%d bytes", maxUserName))
+		apiError(c, http.StatusBadRequest, fmt.Sprintf("user must be 1-%d bytes", maxUserName))
 		return
 	}
 	of.Room, of.User = room, user
@@ -178,7 +177,7 @@ func (s *Server) handleHistory(c *gin.Context) {
 	if v := q.Get("since"); v != "" {
 		n, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
-			jsonError(c, http.StatusBadRequest, "since must be a position (an integer >= 0)")
+			apiError(c, http.StatusBadRequest, "since must be a position (an integer >= 0)")
 			return
 		}
 		since = n
@@ -186,7 +185,7 @@ func (s *Server) handleHistory(c *gin.Context) {
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 || n > maxHistoryPage {
-			jsonError(c, http.StatusBadRequest, fmt.Sprintf("limit must be 0-%d", maxHistoryPage))
+			apiError(c, http.StatusBadRequest, fmt.Sprintf("limit must be 0-%d", maxHistoryPage))
 			return
 		}
 		limit = n
@@ -196,7 +195,7 @@ func (s *Server) handleHistory(c *gin.Context) {
 	hist, err := s.hub.History(ctx, of, since, limit)
 	if err != nil {
 		s.log.Warn("history unavailable", "err", err)
-		jsonError(c, http.StatusServiceUnavailable, "message broker unavailable")
+		apiError(c, http.StatusServiceUnavailable, "message broker unavailable")
 		return
 	}
 	msgs := make([]json.RawMessage, len(hist.Entries))

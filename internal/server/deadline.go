@@ -39,11 +39,6 @@ func (s *Server) bounded() gin.HandlerFunc {
 			s.bodies.mu.Unlock()
 		}()
 		c.Next()
-		if c.Writer.Status() >= http.StatusBadRequest {
-			// Answered without (all of) the body: closing beats waiting
-			// for the rest of it to reuse the connection.
-			c.Header("Connection", "close")
-		}
 	}
 }
 
