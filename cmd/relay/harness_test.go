@@ -65,14 +65,20 @@ func listenAddr(t testing.TB, out *testkit.Buffer) string {
 }
 
 // term ends the node as an orchestrator does (SIGTERM: drain, 1012 to
-// every client) and waits for it to exit.
-func (p *proc) term() {
+// every client) and waits for it to exit. Idempotent.
+func (p *proc) term() { p.end(syscall.SIGTERM) }
+
+// kill ends the node with SIGKILL: no goodbye to anyone. Idempotent.
+func (p *proc) kill() { p.end(syscall.SIGKILL) }
+
+// end sends sig and waits for the node to exit.
+func (p *proc) end(sig syscall.Signal) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.cmd == nil {
 		return
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	_ = p.cmd.Process.Signal(sig)
 	_ = p.cmd.Wait()
 	p.cmd = nil
 }
@@ -88,18 +94,6 @@ func (p *proc) signal(sig syscall.Signal) {
 	if p.cmd != nil {
 		_ = p.cmd.Process.Signal(sig)
 	}
-}
-
-// kill ends the node with SIGKILL: no goodbye to anyone. Idempotent.
-func (p *proc) kill() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd == nil {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	_ = p.cmd.Wait()
-	p.cmd = nil
 }
 
 // waitHTTP polls url until it answers status.
