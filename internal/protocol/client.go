@@ -105,10 +105,8 @@ func DecodeClient(b []byte) (ClientFrame, *Error) {
 // so that terminal users read what was typed.
 func quoteText(text []byte) json.RawMessage {
 	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(string(text)) // a string always encodes
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	_ = writeJSON(&buf, string(text)) // a string always encodes
+	return buf.Bytes()
 }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }

@@ -134,14 +134,22 @@ func Encode(v any) (Frame, error) {
 	var buf bytes.Buffer
 	buf.Grow(256)
 	buf.Write(make([]byte, maxHeader)) // room for the header, filled in below
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
+	if err := writeJSON(&buf, v); err != nil {
 		return nil, err
 	}
-	b := buf.Bytes()
-	b = b[:len(b)-1] // Encoder ends each value with a newline
-	return frameInPlace(b), nil
+	return frameInPlace(buf.Bytes()), nil
+}
+
+// writeJSON appends v to buf as relay encodes every frame: no HTML
+// escaping (chat shows <, > and & as typed), no trailing newline.
+func writeJSON(buf *bytes.Buffer, v any) error {
+	enc := json.NewEncoder(buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	buf.Truncate(buf.Len() - 1) // Encoder ends each value with a newline
+	return nil
 }
 
 func mustEncode(v any) Frame {

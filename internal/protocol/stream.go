@@ -40,13 +40,10 @@ type Gap struct {
 // each receiving node once its position is known.
 func Marshal(v any) ([]byte, error) {
 	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
+	if err := writeJSON(&buf, v); err != nil {
 		return nil, err
 	}
-	b := buf.Bytes()
-	return b[:len(b)-1], nil // Encoder ends each value with a newline
+	return buf.Bytes(), nil
 }
 
 // FrameJSON wraps an encoded JSON payload in a WebSocket text frame.
