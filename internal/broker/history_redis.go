@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -119,26 +120,17 @@ func parseHistory(res []string) (History, error) {
 // Stream messages travel as "s<epoch> <seq> <data>", plain ones as
 // "p<payload>".
 func parseStreamMessage(p string) (Message, bool) {
-	sp1 := indexByte(p, ' ', 1)
-	if sp1 < 0 {
+	epoch, rest, ok := strings.Cut(p[1:], " ")
+	if !ok {
 		return Message{}, false
 	}
-	sp2 := indexByte(p, ' ', sp1+1)
-	if sp2 < 0 {
+	pos, data, ok := strings.Cut(rest, " ")
+	if !ok {
 		return Message{}, false
 	}
-	seq, err := strconv.ParseUint(p[sp1+1:sp2], 10, 64)
+	seq, err := strconv.ParseUint(pos, 10, 64)
 	if err != nil {
 		return Message{}, false
 	}
-	return Message{Epoch: p[1:sp1], Seq: seq, Payload: stringBytes(p[sp2+1:])}, true
-}
-
-func indexByte(s string, c byte, from int) int {
-	for i := from; i < len(s); i++ {
-		if s[i] == c {
-			return i
-		}
-	}
-	return -1
+	return Message{Epoch: epoch, Seq: seq, Payload: stringBytes(data)}, true
 }
