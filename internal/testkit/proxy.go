@@ -3,6 +3,7 @@ package testkit
 import (
 	"errors"
 	"io"
+	"math/rand/v2"
 	"net"
 	"sync"
 	"testing"
@@ -21,6 +22,9 @@ type Proxy struct {
 	mu      sync.Mutex
 	holdNew bool // new connections start blackholed
 	delay   time.Duration
+	// replyLo/replyHi: every chunk from the server reaches the client this
+	// long (uniformly drawn) after it left the server; see DelayReplies.
+	replyLo, replyHi time.Duration
 	conns   map[*proxyConn]struct{}
 	wg      sync.WaitGroup
 	stopped bool
@@ -74,7 +78,7 @@ func (p *Proxy) accept() {
 		p.wg.Add(2)
 		p.mu.Unlock()
 		go p.pipe(pc, c, s)
-		go p.pipe(pc, s, c)
+		go p.pipeReplies(pc, s, c)
 	}
 }
 
@@ -110,6 +114,90 @@ func (p *Proxy) pipe(pc *proxyConn, src, dst net.Conn) {
 			if tc, ok := dst.(*net.TCPConn); ok {
 				_ = tc.CloseWrite()
 			}
+			return
+		}
+	}
+}
+
+// pipeReplies copies the server's bytes to the client as pipe does, except
+// that while DelayReplies is set each chunk is held until its due time
+// without holding up the reading of the next ones: replies are late, not
+// slower, as behind a server that takes seconds per command but runs many
+// at once (a failing disk under a busy shard). Order is kept.
+func (p *Proxy) pipeReplies(pc *proxyConn, src, dst net.Conn) {
+	type chunk struct {
+		data []byte
+		due  time.Time
+		err  error
+	}
+	queue := make(chan chunk, 1<<14)
+	p.wg.Add(1)
+	go func() { // the writer; ends when the reader does or the pair drops
+		defer p.wg.Done()
+		defer p.drop(pc)
+		for {
+			var c chunk
+			select {
+			case c = <-queue:
+			case <-pc.done:
+				return
+			}
+			if wait := time.Until(c.due); wait > 0 {
+				t := time.NewTimer(wait)
+				select {
+				case <-t.C:
+				case <-pc.done:
+					t.Stop()
+					return
+				}
+			}
+			if len(c.data) > 0 {
+				if _, err := dst.Write(c.data); err != nil {
+					return
+				}
+			}
+			if c.err != nil {
+				if errors.Is(c.err, io.EOF) {
+					if tc, ok := dst.(*net.TCPConn); ok {
+						_ = tc.CloseWrite()
+					}
+				}
+				return
+			}
+		}
+	}()
+	defer p.wg.Done()
+	var last time.Time
+	for {
+		buf := make([]byte, 32<<10)
+		n, err := src.Read(buf)
+		if !p.pass(pc) {
+			return
+		}
+		p.mu.Lock()
+		lo, hi, delay := p.replyLo, p.replyHi, p.delay
+		p.mu.Unlock()
+		if delay > 0 && n > 0 {
+			time.Sleep(delay) // Slow: throughput, as pipe does
+		}
+		due := time.Now()
+		if hi > 0 {
+			d := lo
+			if hi > lo {
+				d += time.Duration(rand.Int64N(int64(hi - lo)))
+			}
+			due = due.Add(d)
+		}
+		if due.Before(last) {
+			due = last // keep the order: a reply never overtakes an earlier one
+		}
+		last = due
+		select {
+		case queue <- chunk{data: buf[:n], due: due, err: err}:
+		case <-pc.done:
+			return
+		}
+		if err != nil {
 			return
 		}
 	}
@@ -182,11 +270,21 @@ func (p *Proxy) Slow(d time.Duration) {
 	p.mu.Unlock()
 }
 
+// DelayReplies holds every reply from the server for between lo and hi
+// (uniformly drawn per chunk, order kept) while still reading the next
+// ones: latency without a throughput limit, unlike Slow. 0, 0 ends it.
+func (p *Proxy) DelayReplies(lo, hi time.Duration) {
+	p.mu.Lock()
+	p.replyLo, p.replyHi = lo, hi
+	p.mu.Unlock()
+}
+
 // Heal lets data through again, what was held first.
 func (p *Proxy) Heal() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.holdNew, p.delay = false, 0
+	p.replyLo, p.replyHi = 0, 0
 	for pc := range p.conns {
 		select {
 		case <-pc.gate:

@@ -97,3 +97,56 @@ func TestProxyBlackholeOpenSparesNewConnections(t *testing.T) {
 		t.Fatalf("a new connection after BlackholeOpen: %v", err)
 	}
 }
+
+// DelayReplies must add latency, not limit throughput: many requests in
+// flight at once all come back after about one delay, not one delay each.
+func TestProxyDelayRepliesIsLatencyNotThroughput(t *testing.T) {
+	p := testkit.StartProxy(t, echo(t))
+	c, err := net.Dial("tcp", p.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	p.DelayReplies(200*time.Millisecond, 300*time.Millisecond)
+	const lines = 20
+	start := time.Now()
+	go func() {
+		for i := 0; i < lines; i++ {
+			if _, err := c.Write([]byte("x\n")); err != nil {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	first := time.Time{}
+	for i := 0; i < lines; i++ {
+		if _, err := r.ReadString('\n'); err != nil {
+			t.Fatalf("line %d: %v", i, err)
+		}
+		if i == 0 {
+			first = time.Now()
+		}
+	}
+	if lat := first.Sub(start); lat < 200*time.Millisecond {
+		t.Fatalf("the first reply came after %v: want at least the 200ms delay", lat)
+	}
+	// Sent over ~200ms, each delayed 200–300ms: all back well before the
+	// 20 × 200ms = 4s a one-at-a-time delay would take.
+	if all := time.Since(start); all > 1500*time.Millisecond {
+		t.Fatalf("%d delayed replies took %v: the delay limits throughput", lines, all)
+	}
+	p.DelayReplies(0, 0)
+	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	sent := time.Now()
+	if _, err := c.Write([]byte("y\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(sent); d > 150*time.Millisecond {
+		t.Fatalf("after DelayReplies(0, 0) a reply took %v", d)
+	}
+}
