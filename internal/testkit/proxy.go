@@ -25,9 +25,9 @@ type Proxy struct {
 	// replyLo/replyHi: every chunk from the server reaches the client this
 	// long (uniformly drawn) after it left the server; see DelayReplies.
 	replyLo, replyHi time.Duration
-	conns   map[*proxyConn]struct{}
-	wg      sync.WaitGroup
-	stopped bool
+	conns            map[*proxyConn]struct{}
+	wg               sync.WaitGroup
+	stopped          bool
 }
 
 type proxyConn struct {
