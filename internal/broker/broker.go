@@ -57,7 +57,14 @@ type Broker interface {
 	History(ctx context.Context, topic string, q HistoryQuery) (History, error)
 	// Subscribe sets the node's handler for topic, replacing any earlier one.
 	Subscribe(ctx context.Context, topic string, h Handler) error
+	// Unsubscribe stops delivery for topic at once, whatever ctx (a
+	// goodbye whose deadline has passed still lets go), and the topic is
+	// not subscribed again when the broker reconnects. An error says the
+	// backend could not be told; delivery has stopped all the same.
 	Unsubscribe(ctx context.Context, topic string) error
+	// Subscriptions returns how many topics the node is subscribed to
+	// (0 after Close).
+	Subscriptions() int
 	// Ready reports whether the broker can deliver right now.
 	Ready(ctx context.Context) error
 	// Close stops delivery; later calls fail with ErrClosed. Idempotent.

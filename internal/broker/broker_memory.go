@@ -17,6 +17,8 @@ type Memory struct {
 
 	mu     sync.Mutex
 	closed bool
+
+	subs int // topics this node is subscribed to; guarded by bus.mu
 }
 
 var _ Broker = (*Memory)(nil)
@@ -143,14 +145,13 @@ func (m *Memory) Subscribe(ctx context.Context, topic string, h Handler) error {
 		}
 	}
 	m.bus.subs[topic] = append(subs, memSub{m, h})
+	m.subs++
 	return nil
 }
 
-// Unsubscribe removes this node's handler for topic.
-func (m *Memory) Unsubscribe(ctx context.Context, topic string) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
+// Unsubscribe removes this node's handler for topic, whatever ctx: a
+// goodbye whose deadline has passed still lets go.
+func (m *Memory) Unsubscribe(_ context.Context, topic string) error {
 	m.bus.mu.Lock()
 	defer m.bus.mu.Unlock()
 	if m.isClosed() {
@@ -160,8 +161,17 @@ func (m *Memory) Unsubscribe(ctx context.Context, topic string) error {
 	return nil
 }
 
+// Subscriptions returns how many topics this node is subscribed to.
+func (m *Memory) Subscriptions() int {
+	m.bus.mu.RLock()
+	defer m.bus.mu.RUnlock()
+	return m.subs
+}
+
 func (b *bus) unsubscribeLocked(m *Memory, topic string) {
+	before := len(b.subs[topic])
 	subs := slices.DeleteFunc(b.subs[topic], func(s memSub) bool { return s.node == m })
+	m.subs -= before - len(subs)
 	if len(subs) == 0 {
 		delete(b.subs, topic)
 		return

@@ -182,22 +182,43 @@ func (r *Redis) forgetWaiter(ch string, w chan struct{}) {
 	}
 }
 
-// Unsubscribe stops delivery for topic at once; Redis is told as well.
+// unsubscribeTimeout bounds telling Redis of an unsubscription. It is the
+// broker's own, not the caller's: a goodbye whose deadline has passed
+// still lets go of its topics.
+const unsubscribeTimeout = time.Second
+
+// Unsubscribe stops delivery for topic at once, whatever ctx: the handler
+// is dropped, and so is the channel from what a reconnection subscribes
+// to. Redis is then told, within unsubscribeTimeout; if it cannot be (an
+// outage), the error says so and the subscription lingers at Redis only
+// until the connection is renewed, its messages dropped on arrival.
 func (r *Redis) Unsubscribe(ctx context.Context, topic string) error {
 	if r.closed.Load() {
 		return ErrClosed
-	}
-	if err := ctx.Err(); err != nil {
-		return err
 	}
 	ch := r.channel(topic)
 	r.mu.Lock()
 	delete(r.handlers, ch)
 	r.mu.Unlock()
-	if err := r.ps().Unsubscribe(ctx, ch); err != nil {
-		return fmt.Errorf("redis unsubscribe %s: %w", ch, err)
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), unsubscribeTimeout)
+	defer cancel()
+	// go-redis forgets the channel before it writes the command, so a
+	// failed write cannot bring it back on its reconnection either.
+	if err := r.ps().Unsubscribe(uctx, ch); err != nil {
+		return fmt.Errorf("redis unsubscribe %s (dropped here, Redis not told): %w", ch, err)
 	}
 	return nil
+}
+
+// Subscriptions returns how many topics the node is subscribed to: what it
+// subscribes to again after an outage.
+func (r *Redis) Subscriptions() int {
+	if r.closed.Load() {
+		return 0
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.handlers)
 }
 
 // Ready reports whether Redis answers and the subscription connection is up.
@@ -317,7 +338,8 @@ func (r *Redis) receive(ctx context.Context) {
 	}
 }
 
-// dispatch hands a message to its topic's handler.
+// dispatch hands a message to its topic's handler. One for a channel with
+// no handler (a stray: unsubscribed here, Redis not told yet) is dropped.
 func (r *Redis) dispatch(m *redis.Message) {
 	r.mu.Lock()
 	h := r.handlers[m.Channel]
@@ -381,8 +403,40 @@ func (r *Redis) renewPubSub(ctx context.Context) *redis.PubSub {
 	r.pubsub = ps
 	r.psMu.Unlock()
 	_ = old.Close()
+	r.reconcile(ctx, ps, channels)
 	_ = ps.Ping(ctx)
 	return ps
+}
+
+// reconcile brings ps, just subscribed to channels, in line with the
+// handlers: a Subscribe or Unsubscribe that ran between the snapshot and
+// the swap went to the old connection. (Each deletes or adds its handler
+// before it picks the connection, so whatever the swap left out is seen
+// here.)
+func (r *Redis) reconcile(ctx context.Context, ps *redis.PubSub, subscribed []string) {
+	had := make(map[string]struct{}, len(subscribed))
+	for _, ch := range subscribed {
+		had[ch] = struct{}{}
+	}
+	var gone, added []string
+	r.mu.Lock()
+	for _, ch := range subscribed {
+		if _, ok := r.handlers[ch]; !ok {
+			gone = append(gone, ch)
+		}
+	}
+	for ch := range r.handlers {
+		if _, ok := had[ch]; !ok {
+			added = append(added, ch)
+		}
+	}
+	r.mu.Unlock()
+	if len(gone) > 0 {
+		_ = ps.Unsubscribe(ctx, gone...)
+	}
+	if len(added) > 0 {
+		_ = ps.Subscribe(ctx, added...)
+	}
 }
 
 func stringBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }

@@ -115,3 +115,47 @@ func TestRedisSilentSubscriptionIsReplaced(t *testing.T) {
 		return r.count(func(m message) bool { return m.seq == 5 }) == 1
 	})
 }
+
+// A topic unsubscribed with a context already cancelled (a goodbye whose
+// deadline passed on a slow Redis) is not subscribed again when the
+// connection is: here its UNSUBSCRIBE never reaches Redis (the link is
+// blackholed, then cut), and after the node reconnects Redis must count no
+// subscriber on it, while the topics kept are resubscribed.
+func TestRedisStrayIsNotResubscribed(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	proxy := testkit.StartProxy(t, srv.Addr())
+	sub := newRedisBroker(t, fmt.Sprintf("redis://%s/0", proxy.Addr))
+	pub := newRedisBroker(t, srv.URL())
+	ctx := context.Background()
+	stray, kept := newRecorder(), newRecorder()
+	mustSubscribe(t, sub, "stray", stray.handle)
+	mustSubscribe(t, sub, "kept", kept.handle)
+
+	proxy.BlackholeOpen()
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	_ = sub.Unsubscribe(cancelled, "stray")
+	proxy.Cut()
+	waitFor(t, "the resubscribed notice", func() bool { return kept.count(func(m message) bool { return m.resub }) >= 1 })
+	testkit.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error { return sub.Ready(ctx) })
+
+	admin := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer admin.Close()
+	n, err := admin.PubSubNumSub(ctx, "contract:{stray}", "contract:{kept}").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n["contract:{kept}"] != 1 {
+		t.Fatalf("kept topic has %d subscribers after the reconnect, want 1", n["contract:{kept}"])
+	}
+	if n["contract:{stray}"] != 0 {
+		t.Errorf("the unsubscribed topic has %d subscribers after the reconnect, want 0: a stray resubscribed", n["contract:{stray}"])
+	}
+	mustPublish(t, pub, "stray", []byte("to nobody"))
+	mustPublish(t, pub, "kept", []byte("marker"))
+	waitFor(t, "the marker", func() bool { return kept.count(hasPrefix("marker")) >= 1 })
+	if got := stray.count(func(m message) bool { return !m.resub }); got != 0 {
+		t.Errorf("the unsubscribed topic still delivered %q", stray.payloads())
+	}
+}
