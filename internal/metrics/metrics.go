@@ -135,6 +135,14 @@ func (m *Metrics) WatchNode(rooms func() int, ready func(context.Context) error)
 	m.reg.MustRegister(&brokerCollector{ready: ready})
 }
 
+// WatchSubscriptions adds the topics the node's broker is subscribed to,
+// read at scrape time: rooms with local members, users with local
+// connections, and the broadcast topic. More than that means strays.
+func (m *Metrics) WatchSubscriptions(n func() int) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "relay_broker_subscriptions", Help: "Topics this node's broker is subscribed to."}, func() float64 { return float64(n()) }))
+}
+
 var (
 	brokerUp  = prometheus.NewDesc("relay_broker_up", "1 when the broker answered the scrape's readiness check.", nil, nil)
 	brokerRTT = prometheus.NewDesc("relay_broker_rtt_seconds", "How long the scrape's readiness check of the broker took (a Redis round trip).", nil, nil)

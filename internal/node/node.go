@@ -109,6 +109,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	}
 
 	n.metrics.WatchNode(n.hub.LocalRooms, n.broker.Ready)
+	n.metrics.WatchSubscriptions(n.broker.Subscriptions)
 	n.srv = server.New(cfg, n.hub, n.broker, n.metrics, log)
 	n.http = &http.Server{
 		Handler:           n.srv.Handler(),
