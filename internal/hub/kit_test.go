@@ -270,6 +270,9 @@ func (c *hookCounter) Add(ctx context.Context, room, user string, delta int) (pr
 			return presence.Change{}, err
 		}
 	}
+	if err := ctx.Err(); err != nil { // as a networked counter would
+		return presence.Change{}, err
+	}
 	return c.Local.Add(ctx, room, user, delta)
 }
 

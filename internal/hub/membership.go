@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/relay/relay/internal/presence"
 	"github.com/relay/relay/internal/protocol"
@@ -164,8 +165,20 @@ func (h *Hub) Register(ctx context.Context, conn Conn, user string, access Acces
 	return c, nil
 }
 
+// leaveWorkers bounds how many of a closed connection's rooms are left at
+// once: each is up to three broker round trips, and a client may be in
+// protocol.MaxRooms rooms.
+const leaveWorkers = 8
+
+// defaultLeaveTimeout is each room's budget when Unregister's ctx has no
+// deadline.
+const defaultLeaveTimeout = 5 * time.Second
+
 // Unregister removes a closed connection, announcing its leave in each of
-// its rooms. Safe to call once per Register.
+// its rooms. Each room gets its own deadline, as long as ctx had left when
+// Unregister was called (one slow room must not use up the others' time
+// and leave their counts up); up to leaveWorkers rooms are left at once.
+// Safe to call once per Register.
 func (h *Hub) Unregister(ctx context.Context, c *Client) {
 	c.mu.Lock()
 	if c.gone {
@@ -184,14 +197,40 @@ func (h *Hub) Unregister(ctx context.Context, c *Client) {
 	h.removeUserLocked(c)
 	h.clientsMu.Unlock()
 
-	for _, room := range rooms {
-		n, announce := h.removeMember(ctx, c, room, nil)
-		if announce {
-			h.announce(ctx, c, protocol.EventLeave, room, n)
-		}
-		h.releaseTopic(ctx, roomTopic(room))
+	budget := defaultLeaveTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		budget = max(time.Until(dl), 0)
 	}
-	h.releaseTopic(ctx, userTopic(c.user))
+	base := context.WithoutCancel(ctx) // each room's deadline is its own
+	leaveRoom := func(room string) {
+		rctx, cancel := context.WithTimeout(base, budget)
+		defer cancel()
+		n, announce := h.removeMember(rctx, c, room, nil)
+		if announce {
+			h.announce(rctx, c, protocol.EventLeave, room, n)
+		}
+		h.releaseTopic(rctx, roomTopic(room))
+	}
+	// The workers are Unregister's own: it returns once they have left
+	// every room, so the session that called it owns them, and they end
+	// when the rooms run out.
+	next := make(chan string)
+	var wg sync.WaitGroup
+	for range min(leaveWorkers, len(rooms)) {
+		wg.Go(func() {
+			for room := range next {
+				leaveRoom(room)
+			}
+		})
+	}
+	for _, room := range rooms {
+		next <- room
+	}
+	close(next)
+	wg.Wait()
+	uctx, cancel := context.WithTimeout(base, budget)
+	defer cancel()
+	h.releaseTopic(uctx, userTopic(c.user))
 }
 
 // removeUserLocked drops c from its user's connections. clientsMu must be
