@@ -146,6 +146,9 @@ func (h *Hub) controlLoop() {
 				h.log.Info("removed from a room by the server API", "user", r.c.user, "room", r.room, "reason", r.reason)
 			}
 			cancel()
+			if h.hooks.removed != nil {
+				h.hooks.removed(r.c, r.room)
+			}
 		}
 	}
 }

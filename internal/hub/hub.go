@@ -96,6 +96,22 @@ type Options struct {
 
 // Hub is one node's view of the service. Create it with New, call Start, and
 // Close it after the server has stopped.
+//
+// Lock order. Where locks nest, they are taken in this order, outermost
+// first; a lock may be skipped, never taken after one below it:
+//
+//	subscription.mu  (subs.go: held across a topic's broker calls)
+//	the broker's own (the in-process broker delivers under its bus lock)
+//	Client.mu        (a client's rooms, joining, removals, gone)
+//	stream.mu        (a topic's position; delivery fans out under it)
+//	clientsMu        (clients and users)
+//	roomsMu, room.mu (the room map, a room's members: never held together;
+//	                  roomsMu is let go before a room's mu is taken)
+//	Client.holdMu    (frames held for a client; conn.Send, which only queues)
+//
+// subscriptions.mu and presenceMu are leaves: nothing is taken while they
+// are held. No broker or counter call is made under any lock but
+// subscription.mu, and no socket is written under any: Conn.Send queues.
 type Hub struct {
 	opts   Options
 	broker Broker
@@ -120,6 +136,8 @@ type Hub struct {
 	presencePending map[string]struct{} // rooms with coalesced changes to announce
 
 	removals chan removal // for controlLoop (control.go)
+
+	hooks testHooks // set by tests only (export_test.go)
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -239,6 +257,13 @@ func (h *Hub) CloseAll(status uint16, reason string, grace time.Duration) {
 // prefix and a counter.
 func (h *Hub) newID() string {
 	return h.idPrefix + "-" + strconv.FormatUint(h.seq.Add(1), 36)
+}
+
+// testHooks are seams for tests to pause the hub between steps; nil
+// (unset) outside tests, and set before the hub is used.
+type testHooks struct {
+	register func(step string)            // between Register's steps
+	removed  func(c *Client, room string) // after controlLoop handled a removal
 }
 
 type nopObserver struct{}
