@@ -142,8 +142,11 @@ func (h *Hub) controlLoop() {
 			return
 		case r := <-h.removals:
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			if err := h.leave(ctx, r.c, r.room, r.reason); err == nil {
+			switch err := h.leave(ctx, r.c, r.room, r.reason); {
+			case err == nil:
 				h.log.Info("removed from a room by the server API", "user", r.c.user, "room", r.room, "reason", r.reason)
+			case errors.Is(err, errRemovalDeferred):
+				h.log.Info("removal from a room being joined: applied once joined", "user", r.c.user, "room", r.room, "reason", r.reason)
 			}
 			cancel()
 			if h.hooks.removed != nil {

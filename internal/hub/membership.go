@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -25,13 +26,16 @@ type Client struct {
 	conn   Conn
 	access Access // nil: every room
 
-	// mu guards rooms, joining and gone. It is taken before the hub's
-	// roomsMu and a room's mu, never after.
+	// mu guards rooms, joining, removals and gone. It is taken before the
+	// hub's roomsMu and a room's mu, never after (see Hub).
 	mu      sync.Mutex
 	rooms   []string // joined or being joined; at most protocol.MaxRooms, so a slice beats a map
-	joining []string // those of rooms whose Join is still making its broker round trips
+	joining []string // those of rooms whose Join (or Register) is still making its broker round trips
 	granted []string // rooms a room token let it join (access.go)
-	gone    bool
+	// removals are the server API's removals from rooms still being
+	// joined, applied by the join when it completes.
+	removals []removal
+	gone     bool
 
 	// Live frames held while the client catches up (hold.go).
 	holding   atomic.Bool
@@ -200,6 +204,7 @@ func (h *Hub) Join(ctx context.Context, c *Client, room string, last int) error 
 	}
 	n, announce := h.addMember(c, room, ch, own)
 	s.mu.Unlock()
+	removed, wasRemoved := c.takeRemovalLocked(room)
 	c.mu.Unlock()
 	if last > 0 {
 		frames := append([]protocol.Frame{h.ownJoinFrame(c.user, room, n, at)}, h.latest(ctx, room, at, last)...)
@@ -212,7 +217,31 @@ func (h *Hub) Join(ctx context.Context, c *Client, room string, last int) error 
 	if announce {
 		h.announce(ctx, c, protocol.EventJoin, room, n)
 	}
+	if wasRemoved {
+		h.applyRemoval(ctx, removed)
+	}
 	return nil
+}
+
+// takeRemovalLocked takes the removal recorded for room while it was being
+// joined, if any. c.mu must be held.
+func (c *Client) takeRemovalLocked(room string) (removal, bool) {
+	i := slices.IndexFunc(c.removals, func(r removal) bool { return r.room == room })
+	if i < 0 {
+		return removal{}, false
+	}
+	r := c.removals[i]
+	c.removals = slices.Delete(c.removals, i, i+1)
+	return r, true
+}
+
+// applyRemoval carries out a removal recorded during a join, now that the
+// join is complete: the client gets its join, then its leave with the
+// reason, and the room both.
+func (h *Hub) applyRemoval(ctx context.Context, r removal) {
+	if err := h.leave(ctx, r.c, r.room, r.reason); err == nil {
+		h.log.Info("removed from a room by the server API, once joined", "user", r.c.user, "room", r.room, "reason", r.reason)
+	}
 }
 
 // undoJoin takes back a join that was counted and subscribed for a client
@@ -238,6 +267,7 @@ func (c *Client) forget(room string) {
 	c.mu.Lock()
 	c.rooms = slices.DeleteFunc(c.rooms, func(r string) bool { return r == room })
 	c.joining = slices.DeleteFunc(c.joining, func(r string) bool { return r == room })
+	c.takeRemovalLocked(room) // not joined: nothing to remove
 	c.mu.Unlock()
 }
 
@@ -247,11 +277,23 @@ func (h *Hub) Leave(ctx context.Context, c *Client, room string) error {
 	return h.leave(ctx, c, room, "")
 }
 
+// errRemovalDeferred says a removal found its room still being joined: it
+// is recorded, and the join applies it when it completes.
+var errRemovalDeferred = errors.New("room still being joined: removal applied when the join completes")
+
 // leave is Leave; reason, when not empty, is in c's own leave frame (the
-// server API removed c).
+// server API removed c). A removal from a room still being joined (a Join
+// or a resuming Register making its round trips) is recorded for the join
+// to apply: skipped, it would be lost, and the join would complete after.
 func (h *Hub) leave(ctx context.Context, c *Client, room, reason string) error {
 	c.mu.Lock()
 	i := slices.Index(c.rooms, room)
+	if reason != "" && !c.gone && i >= 0 && slices.Contains(c.joining, room) {
+		c.takeRemovalLocked(room) // the latest reason wins
+		c.removals = append(c.removals, removal{c, room, reason})
+		c.mu.Unlock()
+		return errRemovalDeferred
+	}
 	if c.gone || i < 0 || slices.Contains(c.joining, room) {
 		c.mu.Unlock()
 		return &protocol.Error{Code: protocol.ErrNotMember, Text: "not in room " + room}

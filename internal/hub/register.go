@@ -25,6 +25,9 @@ func (h *Hub) Register(ctx context.Context, conn Conn, user string, access Acces
 	from, forbidden := c.allowed(from)
 	rooms := append([]string{protocol.Lobby}, from.Rooms...)
 	c.rooms = slices.Clone(rooms)
+	// The resumed rooms are being joined until addResumedRooms: a removal
+	// that comes once c is visible is recorded, not lost (leave).
+	c.joining = slices.Clone(from.Rooms)
 	c.holding.Store(true)
 
 	topics, err := h.subscribeForRegister(ctx, user, rooms)
@@ -40,13 +43,16 @@ func (h *Hub) Register(ctx context.Context, conn Conn, user string, access Acces
 
 	at, epoch := h.makeVisible(c, changes[0])
 	h.step(stepVisible)
-	joins := h.addResumedRooms(c, from.Rooms, changes[1:], at)
+	joins, removed := h.addResumedRooms(c, from.Rooms, changes[1:], at)
 
 	h.sendWelcome(ctx, c, from, forbidden, changes[0].Online, epoch, at, joins)
 	for i, r := range rooms {
 		if !changes[i].Coalesced {
 			h.announce(ctx, c, protocol.EventJoin, r, changes[i].Online)
 		}
+	}
+	for _, r := range removed { // after c's own join, as a Join does
+		h.applyRemoval(ctx, r)
 	}
 	return c, nil
 }
@@ -137,20 +143,30 @@ func (h *Hub) makeVisible(c *Client, lobby presence.Change) (at map[string]uint6
 	return at, epoch
 }
 
-// addResumedRooms adds c to each resumed room, each under its stream's
-// lock (recording in at where c's live messages start), and returns c's
-// own join frames.
-func (h *Hub) addResumedRooms(c *Client, rooms []string, changes []presence.Change, at map[string]uint64) []protocol.Frame {
+// addResumedRooms adds c to each resumed room, each under c's lock and the
+// room stream's (recording in at where c's live messages start), and
+// returns c's own join frames and the removals that came while the rooms
+// were being joined. Taking each room out of joining and adding the member
+// under c.mu means a removal either came before (recorded, returned here)
+// or comes after (and finds c a member).
+func (h *Hub) addResumedRooms(c *Client, rooms []string, changes []presence.Change, at map[string]uint64) ([]protocol.Frame, []removal) {
 	var joins []protocol.Frame
+	var removed []removal
 	for i, r := range rooms {
 		s := h.subs.stream(roomTopic(r))
+		c.mu.Lock()
+		c.joining = slices.DeleteFunc(c.joining, func(x string) bool { return x == r })
+		if rm, ok := c.takeRemovalLocked(r); ok {
+			removed = append(removed, rm)
+		}
 		s.mu.Lock()
 		h.addMember(c, r, changes[i], nil)
 		at[r] = s.last
 		s.mu.Unlock()
+		c.mu.Unlock()
 		joins = append(joins, h.ownJoinFrame(c.user, r, changes[i].Online, at[r]))
 	}
-	return joins
+	return joins, removed
 }
 
 // sendWelcome queues c's welcome, its own joins and what it missed, then what
