@@ -80,7 +80,9 @@ var ErrNotObject = errors.New("broker: stream message is not a JSON object")
 
 // Position is a place in a stream. Seq counts the stream's messages, from 1,
 // for as long as the epoch holds; a new epoch means the history before it
-// is gone (the broker restarted without its data).
+// is gone (the broker restarted without its data). A stream created after
+// another was forgotten (HistoryOptions.StreamTTL) starts past that one's
+// positions, so no (epoch, topic, seq) ever names two messages.
 type Position struct {
 	Epoch string
 	Seq   uint64
@@ -110,9 +112,31 @@ type Entry struct {
 // HistoryOptions say how much of each stream a broker keeps. An entry is
 // kept while it is among the last Size of its stream and younger than TTL.
 // Size 0 keeps none: positions are still assigned.
+//
+// StreamTTL bounds the state of streams nobody uses: a stream neither
+// published to nor read for that long is forgotten (its position counter
+// too), so that rooms used once, by guests, do not pile up. Positions are
+// never reused for all that: the broker keeps a floor, the highest position
+// a forgotten stream had reached, and a stream created starts there (at 0
+// until the first is forgotten). 0: DefaultStreamTTL.
 type HistoryOptions struct {
-	Size int
-	TTL  time.Duration
+	Size      int
+	TTL       time.Duration
+	StreamTTL time.Duration
+}
+
+// DefaultStreamTTL is how long an unused stream's state is kept by default:
+// long enough that a room used daily keeps its numbering.
+const DefaultStreamTTL = 24 * time.Hour
+
+// streamTTL is StreamTTL with its default, never shorter than TTL: a stream
+// outlives its history.
+func (o HistoryOptions) streamTTL() time.Duration {
+	d := o.StreamTTL
+	if d <= 0 {
+		d = DefaultStreamTTL
+	}
+	return max(d, o.TTL)
 }
 
 // keeps reports whether the options keep any history.
@@ -154,3 +178,10 @@ func withSeq(prefix []byte, seq uint64) []byte {
 }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+// StateCounter is a broker that can say how many streams it holds state
+// for, for the relay_broker_streams metric: the bound StreamTTL puts on
+// them is visible there.
+type StateCounter interface {
+	StateKeys(ctx context.Context) (int64, error)
+}

@@ -94,12 +94,12 @@ func (m *Memory) PublishStream(ctx context.Context, topic string, msg []byte) (P
 		return Position{}, err
 	}
 	h := m.bus.history
-	s := h.stream(topic)
-	s.mu.Lock()
+	now := time.Now()
+	s := h.lockStream(topic, now)
 	defer s.mu.Unlock()
 	s.seq++
 	data := withSeq(prefix, s.seq)
-	h.appendLocked(s, s.seq, data, time.Now())
+	h.appendLocked(s, s.seq, data, now)
 	m.bus.deliver(topic, Message{Payload: data, Epoch: h.epoch, Seq: s.seq})
 	return Position{Epoch: h.epoch, Seq: s.seq}, nil
 }
@@ -206,4 +206,14 @@ func (m *Memory) Close() error {
 		m.bus.history.close()
 	}
 	return nil
+}
+
+var _ StateCounter = (*Memory)(nil)
+
+// StateKeys is the number of streams held in memory.
+func (m *Memory) StateKeys(ctx context.Context) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	return int64(m.bus.history.size()), nil
 }

@@ -39,6 +39,7 @@ type Redis struct {
 	closed  atomic.Bool
 	stop    context.CancelFunc
 	done    chan struct{}
+	swept   chan struct{} // closed when the sweeper has ended
 }
 
 var _ Broker = (*Redis)(nil)
@@ -84,8 +85,10 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 		waiting:  make(map[string][]chan struct{}),
 		stop:     stop,
 		done:     make(chan struct{}),
+		swept:    make(chan struct{}),
 	}
 	go r.receive(ctx) // joined by Close
+	go r.sweep(ctx)   // joined by Close
 	return r, nil
 }
 
@@ -263,6 +266,7 @@ func (r *Redis) Close() error {
 	r.stop()
 	err := r.ps().Close() // ends the receive loop's wait
 	<-r.done
+	<-r.swept
 	if cerr := r.client.Close(); err == nil {
 		err = cerr
 	}

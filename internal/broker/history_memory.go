@@ -8,15 +8,19 @@ import (
 )
 
 // memHistory is the in-process broker's streams: a position counter per
-// topic, kept for the life of the process, and its last entries, kept while
-// HistoryOptions allow. The epoch is new with every process: a restarted
-// node has lost its history.
+// topic and its last entries, kept while HistoryOptions allow. The epoch is
+// new with every process: a restarted node has lost its history. A stream
+// with no entries left, unused for StreamTTL, is forgotten; one created
+// again starts at floor, past every position given in this epoch.
+//
+// Lock order: mu, then a memStream's mu.
 type memHistory struct {
 	opts  HistoryOptions
 	epoch string
 
 	mu      sync.Mutex
 	streams map[string]*memStream
+	floor   uint64 // the highest position a forgotten stream had reached
 
 	stop chan struct{} // ends the sweeper
 	done chan struct{}
@@ -26,6 +30,8 @@ type memStream struct {
 	mu      sync.Mutex // held from assigning a position to delivering it
 	seq     uint64
 	entries []memEntry // oldest first, at most opts.Size
+	used    time.Time  // last published to or read
+	gone    bool       // forgotten: whoever holds it must look the topic up again
 }
 
 type memEntry struct {
@@ -44,24 +50,35 @@ func newMemHistory(opts HistoryOptions) *memHistory {
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
-	if !opts.keeps() {
-		close(h.done)
-		return h
-	}
-	go h.sweep() // joined by close
+	go h.sweep() // joined by close; it forgets streams even with no history kept
 	return h
 }
 
-// stream returns topic's stream, creating it.
-func (h *memHistory) stream(topic string) *memStream {
+// lockStream returns topic's stream, created if need be, locked and marked
+// used: the caller unlocks it.
+func (h *memHistory) lockStream(topic string, now time.Time) *memStream {
+	for {
+		h.mu.Lock()
+		s := h.streams[topic]
+		if s == nil {
+			s = &memStream{seq: h.floor}
+			h.streams[topic] = s
+		}
+		h.mu.Unlock()
+		s.mu.Lock()
+		if !s.gone {
+			s.used = now
+			return s
+		}
+		s.mu.Unlock() // forgotten between the lookup and the lock
+	}
+}
+
+// size is how many streams the broker holds state for.
+func (h *memHistory) size() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	s := h.streams[topic]
-	if s == nil {
-		s = &memStream{}
-		h.streams[topic] = s
-	}
-	return s
+	return len(h.streams)
 }
 
 // append stores data as the entry at seq. s.mu must be held.
@@ -91,13 +108,9 @@ func (h *memHistory) expireLocked(s *memStream, now time.Time) {
 
 func (h *memHistory) read(topic string, q HistoryQuery) History {
 	out := History{Position: Position{Epoch: h.epoch}}
-	h.mu.Lock()
-	s := h.streams[topic]
-	h.mu.Unlock()
-	if s == nil {
-		return out
-	}
-	s.mu.Lock()
+	// A read creates the stream: the position it answers must be where the
+	// stream's next message follows, whatever is forgotten meanwhile.
+	s := h.lockStream(topic, time.Now())
 	defer s.mu.Unlock()
 	out.Seq = s.seq
 	if q.Limit <= 0 {
@@ -124,29 +137,69 @@ func (h *memHistory) read(topic string, q HistoryQuery) History {
 	return out
 }
 
-// sweep frees the entries of streams nobody publishes to any more.
+// sweep frees the entries of streams nobody publishes to any more, and
+// forgets the streams unused for StreamTTL.
 func (h *memHistory) sweep() {
 	defer close(h.done)
-	t := time.NewTicker(max(h.opts.TTL/4, 100*time.Millisecond))
+	every := h.opts.streamTTL() / 4
+	if h.opts.keeps() {
+		every = min(every, h.opts.TTL/4)
+	}
+	t := time.NewTicker(max(every, 100*time.Millisecond))
 	defer t.Stop()
 	for {
 		select {
 		case <-h.stop:
 			return
 		case now := <-t.C:
-			h.mu.Lock()
-			streams := make([]*memStream, 0, len(h.streams))
-			for _, s := range h.streams {
-				streams = append(streams, s)
-			}
-			h.mu.Unlock()
-			for _, s := range streams {
-				s.mu.Lock()
-				h.expireLocked(s, now)
-				s.mu.Unlock()
-			}
+			h.sweepOnce(now)
 		}
 	}
+}
+
+func (h *memHistory) sweepOnce(now time.Time) {
+	type named struct {
+		topic  string
+		stream *memStream
+	}
+	h.mu.Lock()
+	streams := make([]named, 0, len(h.streams))
+	for topic, s := range h.streams {
+		streams = append(streams, named{topic, s})
+	}
+	h.mu.Unlock()
+	var idle []named
+	for _, n := range streams {
+		s := n.stream
+		s.mu.Lock()
+		h.expireLocked(s, now)
+		if h.forgettableLocked(s, now) {
+			idle = append(idle, n)
+		}
+		s.mu.Unlock()
+	}
+	if len(idle) == 0 {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, n := range idle {
+		s := n.stream
+		s.mu.Lock() // lock order: h.mu, then s.mu
+		// Checked again: it may have been used since.
+		if h.streams[n.topic] == s && h.forgettableLocked(s, now) {
+			s.gone = true
+			h.floor = max(h.floor, s.seq)
+			delete(h.streams, n.topic)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// forgettableLocked: s keeps no entry and was not used for StreamTTL.
+// s.mu must be held.
+func (h *memHistory) forgettableLocked(s *memStream, now time.Time) bool {
+	return len(s.entries) == 0 && now.Sub(s.used) >= h.opts.streamTTL()
 }
 
 func (h *memHistory) close() {

@@ -9,14 +9,15 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
 // Every key and channel of a stream carries the stream's topic as a hash
 // tag ("relay:{room:ops}:seq"), so that Redis Cluster would keep a stream on
-// one shard. The epoch is one key for the whole Redis: with Cluster it would
-// move into each stream's keys.
+// one shard. The epoch, the floor and the set of streams in use are one key
+// each for the whole Redis: with Cluster they would move into partitions.
 var (
 	//go:embed lua/publish.lua
 	publishLua    string
@@ -25,6 +26,16 @@ var (
 	//go:embed lua/history.lua
 	historyLua    string
 	historyScript = redis.NewScript(historyLua)
+
+	//go:embed lua/sweep.lua
+	sweepLua    string
+	sweepScript = redis.NewScript(sweepLua)
+)
+
+const (
+	seqSuffix  = ":seq"
+	histSuffix = ":hist"
+	sweepBatch = 500 // streams forgotten per script call: a short script
 )
 
 func (r *Redis) channel(topic string) string { return r.prefix + "{" + topic + "}" }
@@ -36,7 +47,7 @@ func (r *Redis) topicOf(channel string) string {
 
 func (r *Redis) streamKeys(topic string) []string {
 	tag := r.channel(topic)
-	return []string{r.prefix + "epoch", tag + ":seq", tag + ":hist"}
+	return []string{r.prefix + "epoch", tag + seqSuffix, tag + histSuffix, r.prefix + "floor", r.prefix + "streams"}
 }
 
 // newEpoch returns an epoch no Redis has used: when Redis has lost its data
@@ -133,4 +144,48 @@ func parseStreamMessage(p string) (Message, bool) {
 		return Message{}, false
 	}
 	return Message{Epoch: epoch, Seq: seq, Payload: stringBytes(data)}, true
+}
+
+var _ StateCounter = (*Redis)(nil)
+
+// StateKeys is the number of streams Redis holds a counter for.
+func (r *Redis) StateKeys(ctx context.Context) (int64, error) {
+	n, err := r.client.ZCard(ctx, r.prefix+"streams").Result()
+	if err != nil {
+		return 0, fmt.Errorf("redis streams in use: %w", err)
+	}
+	return n, nil
+}
+
+// sweep forgets, every so often, the streams unused for StreamTTL (see
+// sweep.lua). Every node sweeps: the script is atomic, so two at once only
+// share the work. It ends with ctx (Close).
+func (r *Redis) sweep(ctx context.Context) {
+	defer close(r.swept)
+	ttl := r.history.streamTTL()
+	t := time.NewTicker(max(min(ttl/4, time.Minute), 100*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for ctx.Err() == nil {
+			cutoff := time.Now().Add(-ttl).UnixMilli()
+			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			n, err := sweepScript.Run(sctx, r.client, []string{r.prefix + "floor", r.prefix + "streams"},
+				cutoff, sweepBatch, seqSuffix, histSuffix).Int()
+			cancel()
+			if err != nil {
+				if ctx.Err() == nil && r.healthy.Load() {
+					r.log.Warn("forgetting unused streams", "err", err)
+				}
+				break
+			}
+			if n < sweepBatch {
+				break
+			}
+		}
+	}
 }

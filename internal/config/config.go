@@ -46,6 +46,7 @@ type Config struct {
 	PresenceInterval time.Duration // how often presence changes are batched and sent
 	HistorySize      int           // messages kept per stream; 0 = no history
 	HistoryTTL       time.Duration // how long a message stays in history
+	StreamTTL        time.Duration // how long an unused stream's position is kept
 	GuestRooms       []string      // room patterns guests may join (no JWT secret); lobby always
 	WhoLimit         int           // most users in a who answer
 	ShutdownTimeout  time.Duration // grace period for draining connections on shutdown
@@ -125,6 +126,8 @@ func settings() []setting {
 			parse: intIn(func(c *Config) *int { return &c.HistorySize }, 0, 100000)},
 		{name: "RELAY_HISTORY_TTL", def: "2m", help: "how long a message stays in its stream's history",
 			parse: positiveDuration(func(c *Config) *time.Duration { return &c.HistoryTTL })},
+		{name: "RELAY_STREAM_TTL", def: "24h", help: "a stream neither published to nor read for this long is forgotten (its position too; numbering resumes past every position used); at least RELAY_HISTORY_TTL",
+			parse: parseStreamTTL},
 		{name: "RELAY_GUEST_ROOMS", def: "*", help: "comma-separated rooms and prefixes (support-*) guests may join when RELAY_JWT_SECRET is unset; lobby always",
 			parse: parseGuestRooms},
 		{name: "RELAY_WHO_LIMIT", def: "1000", help: "most users listed in a who answer (WebSocket who, GET /api/rooms/{room})",
@@ -222,6 +225,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("presence_interval", c.PresenceInterval),
 		slog.Int("history_size", c.HistorySize),
 		slog.Duration("history_ttl", c.HistoryTTL),
+		slog.Duration("stream_ttl", c.StreamTTL),
 		slog.Any("guest_rooms", c.GuestRooms),
 		slog.Int("who_limit", c.WhoLimit),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
@@ -381,6 +385,17 @@ func parseBool(field func(*Config) *bool) func(*Config, string) error {
 		*field(c) = b
 		return nil
 	}
+}
+
+// parseStreamTTL: a stream must outlive its history, or a message still in
+// history could lose the position it is stored under.
+func parseStreamTTL(c *Config, v string) error {
+	d, err := time.ParseDuration(v)
+	if err != nil || d < c.HistoryTTL {
+		return fmt.Errorf("a duration of at least RELAY_HISTORY_TTL (%s)", c.HistoryTTL)
+	}
+	c.StreamTTL = d
+	return nil
 }
 
 // positiveDuration returns a parser for a duration field that must be > 0.

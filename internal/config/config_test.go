@@ -57,6 +57,7 @@ func TestVariables(t *testing.T) {
 		{"RELAY_PRESENCE_INTERVAL", func(c Config) any { return c.PresenceInterval }, time.Second, "250ms", 250 * time.Millisecond, "-1s"},
 		{"RELAY_HISTORY_SIZE", func(c Config) any { return c.HistorySize }, 200, "0", 0, "-1"},
 		{"RELAY_HISTORY_TTL", func(c Config) any { return c.HistoryTTL }, 2 * time.Minute, "30s", 30 * time.Second, "0s"},
+		{"RELAY_STREAM_TTL", func(c Config) any { return c.StreamTTL }, 24 * time.Hour, "1h", time.Hour, "1m"},
 		{"RELAY_GUEST_ROOMS", func(c Config) any { return c.GuestRooms }, []string{"*"}, "lobby, support-*", []string{"lobby", "support-*"}, "a*b"},
 		{"RELAY_WHO_LIMIT", func(c Config) any { return c.WhoLimit }, 1000, "50", 50, "0"},
 		{"RELAY_SHUTDOWN_TIMEOUT", func(c Config) any { return c.ShutdownTimeout }, 10 * time.Second, "1m", time.Minute, "10"},

@@ -143,6 +143,32 @@ func (m *Metrics) WatchSubscriptions(n func() int) {
 		Name: "relay_broker_subscriptions", Help: "Topics this node's broker is subscribed to."}, func() float64 { return float64(n()) }))
 }
 
+// WatchBrokerState adds relay_broker_streams, read at scrape time (bounded at
+// a second; a failed read reports nothing rather than a wrong figure).
+func (m *Metrics) WatchBrokerState(keys func(context.Context) (int64, error)) {
+	m.reg.MustRegister(&stateCollector{keys: keys})
+}
+
+var brokerKeys = prometheus.NewDesc("relay_broker_streams",
+	"Streams the broker holds a position for (in memory, or in Redis for the cluster). Unused ones are forgotten after RELAY_STREAM_TTL.", nil, nil)
+
+type stateCollector struct {
+	keys func(context.Context) (int64, error)
+}
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) { ch <- brokerKeys }
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	n, err := c.keys(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(brokerKeys, err)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(brokerKeys, prometheus.GaugeValue, float64(n))
+}
+
 var (
 	brokerUp  = prometheus.NewDesc("relay_broker_up", "1 when the broker answered the scrape's readiness check.", nil, nil)
 	brokerRTT = prometheus.NewDesc("relay_broker_rtt_seconds", "How long the scrape's readiness check of the broker took (a Redis round trip).", nil, nil)

@@ -61,7 +61,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	}
 
 	var counter *presence.Redis // nil: the hub counts its own members
-	history := broker.HistoryOptions{Size: cfg.HistorySize, TTL: cfg.HistoryTTL}
+	history := broker.HistoryOptions{Size: cfg.HistorySize, TTL: cfg.HistoryTTL, StreamTTL: cfg.StreamTTL}
 	if cfg.RedisURL == "" {
 		n.broker = broker.NewMemory(broker.WithHistory(history))
 	} else {
@@ -110,6 +110,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 
 	n.metrics.WatchNode(n.hub.LocalRooms, n.broker.Ready)
 	n.metrics.WatchSubscriptions(n.broker.Subscriptions)
+	if sc, ok := n.broker.(broker.StateCounter); ok {
+		n.metrics.WatchBrokerState(sc.StateKeys)
+	}
 	n.srv = server.New(cfg, n.hub, n.broker, n.metrics, log)
 	n.http = &http.Server{
 		Handler:           n.srv.Handler(),
