@@ -13,6 +13,7 @@ import (
 
 	"github.com/relay/relay/internal/auth"
 	"github.com/relay/relay/internal/node/nodetest"
+	"github.com/relay/relay/internal/testkit"
 	"github.com/relay/relay/internal/wstest"
 )
 
@@ -318,6 +319,18 @@ func TestAPIRoomsAndWho(t *testing.T) {
 	} {
 		if status, body := get(tc.path, tc.key); status != tc.status || body["error"] == nil {
 			t.Errorf("GET %s (key %q) = %d %v, want %d with an error", tc.path, tc.key, status, body, tc.status)
+		}
+	}
+}
+
+// No room, or a page past the last one, is an empty list, not null.
+func TestAPIRoomsEmptyIsArray(t *testing.T) {
+	t.Parallel()
+	n := nodetest.Start(t, map[string]string{"RELAY_API_KEY": "k"})
+	for _, path := range []string{"/api/rooms", "/api/rooms?after=zzz"} {
+		status, raw := testkit.Do(t, http.MethodGet, n.URL()+path, "k", "")
+		if got := strings.TrimSpace(string(raw)); status != 200 || got != `{"rooms":[]}` {
+			t.Errorf("GET %s on an empty node = %d %s, want 200 {\"rooms\":[]}", path, status, got)
 		}
 	}
 }
