@@ -4,6 +4,9 @@ go 1.26.8
 
 require (
 	github.com/chromedp/chromedp v0.23.0
+	// internal/wsconn leans on this version's internals (one whole frame
+	// per Write, opcode in the first byte; no write deadlines): upgrade only
+	// with TestLibraryContract (internal/wsconn/contract_test.go) passing.
 	github.com/coder/websocket v1.8.15
 	github.com/gin-gonic/gin v1.12.0
 	github.com/golang-jwt/jwt/v5 v5.3.1

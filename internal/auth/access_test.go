@@ -39,8 +39,19 @@ func TestIdentityAccess(t *testing.T) {
 			map[string]bool{"news": false, "staff-x": true, "lobby": false}, ""},
 		{"bad pattern", map[string]any{"rooms": []string{"a b"}}, nil, nil, "rooms claim"},
 		{"star inside", map[string]any{"rooms": []string{"a*b"}}, nil, nil, "rooms claim"},
-		{"wrong type", map[string]any{"rooms": "ops"}, nil, nil, "malformed token"},
+		{"empty send: posts nowhere", map[string]any{"send": []string{}},
+			map[string]bool{"lobby": true, "ops": true},
+			map[string]bool{"lobby": false, "ops": false}, ""},
+		{"wrong type", map[string]any{"rooms": "ops"}, nil, nil, "rooms claim: must be an array"},
+		{"rooms not strings", map[string]any{"rooms": []any{"ops", 7}}, nil, nil, "rooms claim: must be an array"},
+		{"send wrong type", map[string]any{"send": map[string]any{"ops": true}}, nil, nil, "send claim: must be an array"},
+		// A Go backend that appends matches to a nil slice signs null when
+		// nothing matched: that must not grant every room.
+		{"null rooms", map[string]any{"rooms": nil}, nil, nil, "rooms claim is null"},
+		{"null send", map[string]any{"rooms": []string{"ops"}, "send": nil}, nil, nil, "send claim is null"},
+		{"null pattern", map[string]any{"rooms": []any{nil}}, nil, nil, "rooms claim: must be an array"},
 		{"room token refused for a connection", map[string]any{"room": "ops"}, nil, nil, "room token cannot open"},
+		{"null room refused for a connection", map[string]any{"room": nil}, nil, nil, "room token cannot open"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -82,6 +93,8 @@ func TestRoomToken(t *testing.T) {
 		{"other user", mintWith(t, "bob", time.Minute, map[string]any{"room": "vip"}), "another user"},
 		{"other room", mintWith(t, "alice", time.Minute, map[string]any{"room": "ops"}), "another room"},
 		{"connection token", mintWith(t, "alice", time.Minute, nil), "not a room token"},
+		{"null room", mintWith(t, "alice", time.Minute, map[string]any{"room": nil}), "room claim: must be a string"},
+		{"room not a string", mintWith(t, "alice", time.Minute, map[string]any{"room": []string{"vip"}}), "room claim: must be a string"},
 		{"garbage", "x.y.z", "malformed token"},
 		{"not yet", sign(t, jwt.SigningMethodHS256, []byte(secret), jwt.MapClaims{"sub": "alice", "room": "vip", "nbf": now.Add(time.Hour).Unix()}), "not valid yet"},
 	}

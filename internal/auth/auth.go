@@ -5,6 +5,7 @@ package auth
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -77,21 +78,61 @@ type Identity struct {
 	Access Access
 }
 
-// claims are the claims relay reads from a token. rooms and send are
-// pointers so that an absent claim (no restriction) and an empty one (no
-// room but lobby; no sending) differ.
+// claims are the claims relay reads from a token. rooms, send and room are
+// kept raw so that an absent claim (no restriction; not a room token)
+// differs from one present with null, which is refused: Go's encoding/json
+// writes a nil slice as null, so a backend that appends the rooms it found
+// to a nil list would otherwise grant every room when it found none.
 type claims struct {
 	jwt.RegisteredClaims
-	Rooms *[]string `json:"rooms,omitempty"`
-	Send  *[]string `json:"send,omitempty"`
-	Room  *string   `json:"room,omitempty"`
+	Rooms json.RawMessage `json:"rooms,omitempty"`
+	Send  json.RawMessage `json:"send,omitempty"`
+	Room  json.RawMessage `json:"room,omitempty"`
+}
+
+// patterns parses the rooms or send claim raw, named name: nil when the
+// claim is absent, an error when it is null or not an array of valid
+// patterns. An empty array is no pattern at all: it matches no room.
+func patterns(name string, raw json.RawMessage) (*protocol.Rooms, error) {
+	if raw == nil {
+		return nil, nil
+	}
+	if string(raw) == "null" {
+		return nil, fmt.Errorf("%w: %s claim is null: send an array of room patterns ([] for none) or leave it out", ErrUnauthorized, name)
+	}
+	var list []string
+	if err := json.Unmarshal(raw, &list); err != nil || hasNull(raw) {
+		return nil, fmt.Errorf("%w: %s claim: must be an array of room patterns (strings)", ErrUnauthorized, name)
+	}
+	r, err := protocol.ParseRooms(list)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s claim: %v", ErrUnauthorized, name, err)
+	}
+	return &r, nil
+}
+
+// hasNull reports whether the JSON array raw has a null element, which
+// json.Unmarshal would turn into "" without complaint.
+func hasNull(raw json.RawMessage) bool {
+	var elems []json.RawMessage
+	if json.Unmarshal(raw, &elems) != nil {
+		return false
+	}
+	for _, e := range elems {
+		if string(e) == "null" {
+			return true
+		}
+	}
+	return false
 }
 
 // Identity verifies a connection token: its sub is the user, its rooms and
-// send claims (patterns, see protocol.ParseRooms) what the user may join
-// and send to. A room token (one with a room claim) does not open a
-// connection: it would otherwise grant every room. Every error wraps
-// ErrUnauthorized.
+// send claims (arrays of patterns, see protocol.ParseRooms) what the user
+// may join and send to. An absent claim does not restrict; an empty array
+// grants nothing (rooms: lobby only; send: nowhere); null or anything but
+// an array of valid patterns is refused. A room token (one with a room
+// claim, even null) does not open a connection: it would otherwise grant
+// every room. Every error wraps ErrUnauthorized.
 func (v *Verifier) Identity(token string) (Identity, error) {
 	c, err := v.parse(token)
 	if err != nil {
@@ -100,19 +141,19 @@ func (v *Verifier) Identity(token string) (Identity, error) {
 	if c.Room != nil {
 		return Identity{}, fmt.Errorf("%w: a room token cannot open a connection", ErrUnauthorized)
 	}
+	join, err := patterns("rooms", c.Rooms)
+	if err != nil {
+		return Identity{}, err
+	}
+	send, err := patterns("send", c.Send)
+	if err != nil {
+		return Identity{}, err
+	}
 	a := Unrestricted
-	if c.Rooms != nil {
-		if a.join, err = protocol.ParseRooms(*c.Rooms); err != nil {
-			return Identity{}, fmt.Errorf("%w: rooms claim: %v", ErrUnauthorized, err)
-		}
+	if join != nil {
+		a.join = *join
 	}
-	if c.Send != nil {
-		send, err := protocol.ParseRooms(*c.Send)
-		if err != nil {
-			return Identity{}, fmt.Errorf("%w: send claim: %v", ErrUnauthorized, err)
-		}
-		a.send = &send
-	}
+	a.send = send
 	return Identity{User: c.Subject, Access: a}, nil
 }
 
@@ -132,10 +173,15 @@ func (v *Verifier) RoomToken(token, user, room string) error {
 		errors.As(err, &te)
 		return fmt.Errorf("%w: room token: %s", ErrForbidden, te.reason)
 	}
-	switch {
-	case c.Room == nil:
+	if c.Room == nil {
 		return fmt.Errorf("%w: not a room token (no room claim)", ErrForbidden)
-	case *c.Room != room:
+	}
+	var claimed string
+	if string(c.Room) == "null" || json.Unmarshal(c.Room, &claimed) != nil {
+		return fmt.Errorf("%w: room claim: must be a string, the room's name", ErrForbidden)
+	}
+	switch {
+	case claimed != room:
 		return fmt.Errorf("%w: the room token is for another room", ErrForbidden)
 	case c.Subject != user:
 		return fmt.Errorf("%w: the room token is for another user", ErrForbidden)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/relay/relay/internal/presence"
 	"github.com/relay/relay/internal/protocol"
 )
 
@@ -68,6 +69,9 @@ func (s *Server) handleRooms(c *gin.Context) {
 		s.log.Warn("room list unavailable", "err", err)
 		apiError(c, http.StatusServiceUnavailable, "presence unavailable")
 		return
+	}
+	if rooms == nil {
+		rooms = []presence.RoomCount{} // [] in JSON, not null: a client iterates it
 	}
 	body := gin.H{"rooms": rooms}
 	if len(rooms) == limit {

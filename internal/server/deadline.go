@@ -39,6 +39,16 @@ func (s *Server) bounded() gin.HandlerFunc {
 			s.bodies.mu.Unlock()
 		}()
 		c.Next()
+		if c.Writer.Header().Get("Connection") == "close" {
+			// An answer given before the body was read (401, 400) says
+			// Connection: close, which spares the drain net/http would do
+			// before writing it, but not the one after the handler:
+			// finishing a request reads up to 256 KiB of an announced
+			// body, so that the connection could be reused, until the
+			// body deadline. The connection is closed anyway: end that
+			// read at once.
+			_ = rc.SetReadDeadline(time.Now())
+		}
 	}
 }
 

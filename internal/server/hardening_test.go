@@ -7,11 +7,13 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -273,6 +275,59 @@ func TestSlowAndIdleHTTP(t *testing.T) {
 	}
 	if status, _ := readStatus(slow, time.Second); status != 0 && status != http.StatusRequestTimeout {
 		t.Errorf("the cut request got %d", status)
+	}
+}
+
+// An API request refused before its body arrived (401, 400) has its
+// connection closed at once after the answer, not held until
+// RELAY_HTTP_BODY_TIMEOUT while net/http drains the announced body (up to
+// 256 KiB of it).
+func TestEarlyAPIErrorClosesAtOnce(t *testing.T) {
+	t.Parallel()
+	n := nodetest.Start(t, map[string]string{"RELAY_API_KEY": "k", "RELAY_HTTP_BODY_TIMEOUT": "10s"})
+	for _, tc := range []struct {
+		name, request string
+		status        int
+	}{
+		{"notify, wrong key", "POST /api/notify\r\nAuthorization: Bearer wrong", 401},
+		{"notify, no key", "POST /api/notify", 401},
+		{"rooms, no key", "GET /api/rooms", 401},
+		{"rooms, bad limit", "GET /api/rooms?limit=0\r\nAuthorization: Bearer k", 400},
+		{"notify, bad JSON", "POST /api/notify\r\nAuthorization: Bearer k", 400},
+		{"disconnect, no key", "POST /api/disconnect", 401},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			conn, err := net.Dial("tcp", n.Addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			method, rest, _ := strings.Cut(tc.request, " ")
+			path, header, _ := strings.Cut(rest, "\r\n")
+			if header != "" {
+				header += "\r\n"
+			}
+			// 200,000 bytes announced, 1,000 sent (not JSON), the rest never.
+			fmt.Fprintf(conn, "%s %s HTTP/1.1\r\nHost: x\r\n%sContent-Type: application/json\r\nContent-Length: 200000\r\n\r\n%s",
+				method, path, header, strings.Repeat("x", 1000))
+			br := bufio.NewReader(conn)
+			_ = conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("no answer: %v", err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.status || !strings.Contains(string(body), `"error"`) {
+				t.Fatalf("answer %d %s, want %d with a JSON error", resp.StatusCode, body, tc.status)
+			}
+			answered := time.Now()
+			_ = conn.SetReadDeadline(answered.Add(time.Second))
+			if _, err := br.ReadByte(); !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("connection still open 1 s after the %d answer (body deadline 10 s): %v", tc.status, err)
+			}
+		})
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/relay/relay/internal/auth"
 	"github.com/relay/relay/internal/node/nodetest"
+	"github.com/relay/relay/internal/testkit"
 	"github.com/relay/relay/internal/wstest"
 )
 
@@ -91,6 +92,58 @@ func TestTokenRoomsAndSend(t *testing.T) {
 			t.Errorf("%s: dial error %v, want 401", name, err)
 		}
 	}
+}
+
+// A claim present with null is refused at the upgrade, not read as "no
+// restriction"; an empty array grants nothing (issue 21, item 1).
+func TestNullAndEmptyClaims(t *testing.T) {
+	t.Parallel()
+	n := nodetest.Start(t, map[string]string{"RELAY_JWT_SECRET": jwtSecret, "RELAY_RATE_LIMIT": "0"})
+	for name, tc := range map[string]struct {
+		extra map[string]any
+		want  string
+	}{
+		"null rooms": {map[string]any{"rooms": nil}, `"error":"unauthorized: rooms claim is null`},
+		"null send":  {map[string]any{"send": nil}, `"error":"unauthorized: send claim is null`},
+		"null room":  {map[string]any{"room": nil}, `"error":"unauthorized: a room token cannot open a connection`},
+	} {
+		_, err := wstest.TryDial(t, n.WS("token="+url.QueryEscape(token(t, "mallory", time.Hour, tc.extra))), nil)
+		if err == nil || !strings.Contains(err.Error(), "HTTP 401: {") || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: dial error %v, want 401 with %s", name, err, tc.want)
+		}
+	}
+
+	owner := dialAs(t, n, token(t, "olga", time.Hour, nil))
+	owner.SendJSON(joinFrame("ops"))
+	owner.Expect("olga joins ops", wstest.IsEvent("join", "olga", "ops"))
+
+	// rooms: []: lobby only.
+	c := dialAs(t, n, token(t, "mallory", time.Hour, map[string]any{"rooms": []string{}}))
+	for _, room := range []string{"ops", "team-1"} {
+		c.SendJSON(joinFrame(room))
+		if f := c.Expect("forbidden join of "+room, wstest.IsError("forbidden")); f.Room != room {
+			t.Errorf("forbidden join: %s", f.Raw)
+		}
+	}
+	c.SendJSON(chatFrame("lobby", "lobby is allowed"))
+	c.Expect("chat in lobby", wstest.IsChat("lobby is allowed"))
+	owner.SendJSON(chatFrame("ops", "ops secret"))
+	owner.Expect("olga's own chat", wstest.IsChat("ops secret"))
+	roundTrip(owner)
+	c.SendJSON(map[string]any{"type": "ping"})
+	c.QuietUntil(wstest.IsPong, func(f wstest.Frame) bool { return f.Room == "ops" })
+
+	// send: []: posts nowhere, not even where it is.
+	d := dialAs(t, n, token(t, "mute", time.Hour, map[string]any{"send": []string{}}))
+	d.SendJSON(joinFrame("ops"))
+	d.Expect("mute joins ops", wstest.IsEvent("join", "mute", "ops"))
+	for _, room := range []string{"ops", "lobby"} {
+		d.SendJSON(chatFrame(room, "may I?"))
+		if f := d.Expect("forbidden send to "+room, wstest.IsError("forbidden")); f.Room != room {
+			t.Errorf("forbidden send: %s", f.Raw)
+		}
+	}
+	roundTrip(d)
 }
 
 func TestGuestRooms(t *testing.T) {
@@ -266,6 +319,18 @@ func TestAPIRoomsAndWho(t *testing.T) {
 	} {
 		if status, body := get(tc.path, tc.key); status != tc.status || body["error"] == nil {
 			t.Errorf("GET %s (key %q) = %d %v, want %d with an error", tc.path, tc.key, status, body, tc.status)
+		}
+	}
+}
+
+// No room, or a page past the last one, is an empty list, not null.
+func TestAPIRoomsEmptyIsArray(t *testing.T) {
+	t.Parallel()
+	n := nodetest.Start(t, map[string]string{"RELAY_API_KEY": "k"})
+	for _, path := range []string{"/api/rooms", "/api/rooms?after=zzz"} {
+		status, raw := testkit.Do(t, http.MethodGet, n.URL()+path, "k", "")
+		if got := strings.TrimSpace(string(raw)); status != 200 || got != `{"rooms":[]}` {
+			t.Errorf("GET %s on an empty node = %d %s, want 200 {\"rooms\":[]}", path, status, got)
 		}
 	}
 }

@@ -303,7 +303,9 @@ func (c *Conn) Read(b []byte) (int, error) {
 }
 
 // Write is how coder/websocket's own frames (pong, close) reach the socket:
-// its buffered writer flushes one whole control frame per call. They are
+// its buffered writer flushes one whole control frame per call, so the
+// first byte of b is the frame's opcode header (TestLibraryContract checks
+// both against the pinned version). They are
 // queued like any frame, within the same limits: a pong answers a client's
 // ping only within its rate limit, and pongs a client does not read fill
 // its queue and get it closed as too slow, like any other frame. Once relay
@@ -356,10 +358,20 @@ func (c *Conn) Close() error {
 	return nil
 }
 
-func (c *Conn) LocalAddr() net.Addr                { return c.raw.LocalAddr() }
-func (c *Conn) RemoteAddr() net.Addr               { return c.raw.RemoteAddr() }
-func (c *Conn) SetReadDeadline(t time.Time) error  { return c.raw.SetReadDeadline(t) }
-func (c *Conn) SetDeadline(t time.Time) error      { return c.raw.SetReadDeadline(t) }
-func (c *Conn) SetWriteDeadline(t time.Time) error { return nil } // writes are the pool's
+func (c *Conn) LocalAddr() net.Addr               { return c.raw.LocalAddr() }
+func (c *Conn) RemoteAddr() net.Addr              { return c.raw.RemoteAddr() }
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.raw.SetReadDeadline(t) }
+
+// SetDeadline sets the read deadline only; see SetWriteDeadline.
+func (c *Conn) SetDeadline(t time.Time) error { return c.raw.SetReadDeadline(t) }
+
+// SetWriteDeadline does nothing, on purpose. Write never blocks (it
+// queues), and the socket's write deadline belongs to the shard or drain
+// goroutine writing the queue (ShardStall, WriteTimeout), which sets it
+// before every write: a deadline from the library would be overwritten or
+// would cut relay's own frames. coder/websocket (v1.8.15) never calls it:
+// its write timeouts are a context that closes the connection.
+// TestLibraryContract fails if a new version starts to.
+func (c *Conn) SetWriteDeadline(time.Time) error { return nil }
 
 var _ net.Conn = (*Conn)(nil)

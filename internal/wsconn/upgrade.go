@@ -12,7 +12,7 @@ import (
 // connection needs neither. The read buffer only batches small frames
 // (larger reads bypass it); the write buffer carries control frames only
 // (at most 2+2+123 bytes for a close), so it always flushes a whole frame at
-// once, which Conn.Write relies on.
+// once, which Conn.Write relies on (TestLibraryContract checks it).
 const (
 	readBufferSize    = 256
 	controlBufferSize = 256
@@ -45,14 +45,20 @@ func (u *Upgrade) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	c := u.pool.newConn(raw)
-	br := brw.Reader
+	u.conn = c
+	return c, libraryIO(c, brw.Reader), nil
+}
+
+// libraryIO is the reader and writer handed to the library with c, the
+// hijacked connection; br is what net/http had read ahead. Kept apart so
+// that TestLibraryContract gives the library exactly these.
+func libraryIO(c net.Conn, br *bufio.Reader) *bufio.ReadWriter {
 	if br.Buffered() == 0 {
 		// Nothing read ahead: a small reader of our own will do. The
 		// library points it at c, so reads pass the heartbeat's clock.
 		br = bufio.NewReaderSize(c, readBufferSize)
 	}
-	u.conn = c
-	return c, bufio.NewReadWriter(br, bufio.NewWriterSize(c, controlBufferSize)), nil
+	return bufio.NewReadWriter(br, bufio.NewWriterSize(c, controlBufferSize))
 }
 
 // WriteHeaderNow is what gin needs to send the 101 before the hijack.
