@@ -6,6 +6,7 @@
 #   ./deploy/bench.sh              # every single-node scenario (about 6 minutes)
 #   ./deploy/bench.sh fanout chat  # some of them
 #   ./deploy/bench.sh resume       # fanout with history, then with subscribers cut and resumed
+#   ./deploy/bench.sh handshake    # dial → welcome at 1,000 connects/s into a lobby of 10,000
 #   ./deploy/bench.sh cluster      # the docker compose cluster through nginx (about 5 minutes),
 #                                  # ending with a rolling restart of every replica under fanout
 #
@@ -48,6 +49,14 @@ run_http() {
 run_idle() {
 	start_node
 	bench idle -conns 10000 -ramp 2000 -duration 10s idle
+	stop_node
+}
+# handshake: 10,000 clients connect at 1,000 a second into one lobby, which
+# gets its presence event every second: a new client's welcome must not wait
+# behind that burst of writes (handshake p99 in the report).
+run_handshake() {
+	start_node
+	bench handshake -conns 10000 -ramp 1000 -duration 5s idle
 	stop_node
 }
 run_fanout() {

@@ -205,6 +205,10 @@ func TestBenchCommand(t *testing.T) {
 			Requests    int     `json:"requests"`
 			KBPerConn   float64 `json:"server_kb_per_conn"`
 			RSSAfter    float64 `json:"server_rss_after_mb"`
+			// dial → welcome, each connection's first
+			HandshakeP50 float64 `json:"handshake_p50_ms"`
+			HandshakeP99 float64 `json:"handshake_p99_ms"`
+			HandshakeMax float64 `json:"handshake_max_ms"`
 		}
 		if err := json.Unmarshal(out, &rep); err != nil {
 			t.Fatalf("relay bench %v: bad JSON %q", args, out)
@@ -218,6 +222,10 @@ func TestBenchCommand(t *testing.T) {
 		case "idle":
 			if rep.RSSAfter == 0 {
 				t.Errorf("idle: no server memory read from /metrics: %+v", rep)
+			}
+			if !(0 < rep.HandshakeP50 && rep.HandshakeP50 <= rep.HandshakeP99 && rep.HandshakeP99 <= rep.HandshakeMax) {
+				t.Errorf("idle: handshake times p50 %v, p99 %v, max %v: want 0 < p50 <= p99 <= max",
+					rep.HandshakeP50, rep.HandshakeP99, rep.HandshakeMax)
 			}
 		case "http":
 			if rep.Requests == 0 || rep.ErrorFrames != 0 {

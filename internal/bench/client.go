@@ -42,15 +42,19 @@ type conn struct {
 	joinSeen  atomic.Bool
 	closeCode atomic.Int32 // the server's close status, -1 if none yet
 	presence  atomic.Int64 // system frames other than its own (join/leave/presence)
+
+	dialed   time.Time // when its first dial began; set before the reader starts
+	welcomed bool      // its first welcome was timed; the reader goroutine's alone
 }
 
 // dial opens connection id and, unless stalled, starts reading from it.
 func (r *runner) dial(ctx context.Context, id int, room string, read bool) (*conn, error) {
+	dialed := time.Now()
 	ws, err := r.open(ctx, id, "")
 	if err != nil {
 		return nil, err
 	}
-	c := &conn{id: id, room: room, ws: ws, tr: newTracker(), r: r, confirmed: make(chan struct{})}
+	c := &conn{id: id, room: room, ws: ws, tr: newTracker(), r: r, confirmed: make(chan struct{}), dialed: dialed}
 	c.closeCode.Store(-1)
 	if !read {
 		return c, nil
@@ -253,6 +257,12 @@ func (c *conn) readFrom(ws *websocket.Conn) {
 			c.r.errors.Add(1)
 			c.r.noteError(string(b))
 		case bytes.Contains(b, []byte(`"event":"welcome"`)):
+			if !c.welcomed {
+				// The handshake as a client sees it: from the dial to the
+				// welcome, the first frame it can act on.
+				c.welcomed = true
+				c.r.handshakes.add(now.Sub(c.dialed))
+			}
 			c.observe(b)
 			c.mu.Lock()
 			c.node = welcomeNode(b)

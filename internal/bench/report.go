@@ -22,8 +22,13 @@ type Report struct {
 
 	Conns          int            `json:"conns"`
 	ConnectSeconds float64        `json:"connect_seconds,omitempty"`
-	Nodes          map[string]int `json:"nodes,omitempty"`          // connections per node, from each welcome
-	SpreadPercent  float64        `json:"spread_percent,omitempty"` // largest distance of a node's count from the mean, in % of the mean
+	Nodes          map[string]int `json:"nodes,omitempty"` // connections per node, from each welcome
+	// From a connection's dial to its welcome (TCP, upgrade, the server's
+	// registration and the welcome's write), each connection's first.
+	HandshakeP50Ms float64 `json:"handshake_p50_ms,omitempty"`
+	HandshakeP99Ms float64 `json:"handshake_p99_ms,omitempty"`
+	HandshakeMaxMs float64 `json:"handshake_max_ms,omitempty"`
+	SpreadPercent  float64 `json:"spread_percent,omitempty"` // largest distance of a node's count from the mean, in % of the mean
 
 	Published     int `json:"published,omitempty"`
 	PublishLate   int `json:"publish_late,omitempty"` // publishes that started over one interval behind schedule
@@ -97,6 +102,9 @@ func (rep *Report) Print(w io.Writer) {
 	}
 	if rep.ConnectSeconds > 0 {
 		row("connect time", fmt.Sprintf("%.1f s", rep.ConnectSeconds))
+	}
+	if rep.HandshakeMaxMs > 0 {
+		row("handshake (dial → welcome) p50 / p99 / max", fmt.Sprintf("%.2f / %.1f / %.1f ms", rep.HandshakeP50Ms, rep.HandshakeP99Ms, rep.HandshakeMaxMs))
 	}
 	if len(rep.Nodes) > 1 {
 		names := make([]string, 0, len(rep.Nodes))

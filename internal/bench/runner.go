@@ -18,6 +18,7 @@ type runner struct {
 	wsURL string
 
 	hist       *histogram
+	handshakes *histogram  // each connection's first dial to its welcome
 	series     []Sample    // a second each, written by progress alone
 	lastScrape serverStats // progress's previous scrape, for CPU
 	deliveries atomic.Int64
@@ -57,7 +58,7 @@ func (r *runner) noteError(what string) {
 // Run executes the scenario in o and returns its report. Progress lines go
 // to out every second unless o.Quiet.
 func Run(ctx context.Context, o Options, out io.Writer) (*Report, error) {
-	r := &runner{o: o, out: out, hist: newHistogram()}
+	r := &runner{o: o, out: out, hist: newHistogram(), handshakes: newHistogram()}
 	r.life, r.end = context.WithCancel(context.Background())
 	defer r.end()
 	r.wsURL = "ws" + strings.TrimPrefix(o.URL, "http") + "/ws"
@@ -78,6 +79,10 @@ func Run(ctx context.Context, o Options, out io.Writer) (*Report, error) {
 		rep, err = r.chat(ctx)
 	default:
 		rep, err = r.http(ctx)
+	}
+	if rep != nil && r.handshakes.count() > 0 {
+		q := r.handshakes.quantiles(0.5, 0.99, 1)
+		rep.HandshakeP50Ms, rep.HandshakeP99Ms, rep.HandshakeMaxMs = ms(q[0]), ms(q[1]), ms(q[2])
 	}
 	if rep != nil && o.HTML != "" {
 		rep.Series = r.series

@@ -40,11 +40,14 @@ type Broker interface {
 // Counter counts room members: this node's alone, or the cluster's
 // (package presence). A join Add that fails is not counted (the hub refuses
 // the join); a leave Add that fails is still recorded by the counter.
+// A claim takes a room's coalesced changes for one presence event; Unclaim
+// gives them back when that event could not be sent.
 // Who and Rooms read what the counts are made of: who is in a room, and
 // which rooms have members.
 type Counter interface {
 	Add(ctx context.Context, room, user string, delta int) (presence.Change, error)
 	Claim(ctx context.Context, room string) (presence.Summary, bool, error)
+	Unclaim(ctx context.Context, room string, s presence.Summary) error
 	Who(ctx context.Context, room string, limit int) (presence.Members, error)
 	Rooms(ctx context.Context, after string, limit int) ([]presence.RoomCount, error)
 }

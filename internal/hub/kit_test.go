@@ -246,6 +246,7 @@ type hookCounter struct {
 
 	mu        sync.Mutex
 	onAdd     func(room string, delta int) error
+	onClaimed func(room string) // called after a claim that won, before it returns
 	claimShut bool
 }
 
@@ -283,7 +284,20 @@ func (c *hookCounter) Claim(ctx context.Context, room string) (presence.Summary,
 	if shut {
 		return presence.Summary{}, false, nil
 	}
-	return c.Local.Claim(ctx, room)
+	s, ok, err := c.Local.Claim(ctx, room)
+	c.mu.Lock()
+	hook := c.onClaimed
+	c.mu.Unlock()
+	if hook != nil && ok && err == nil {
+		hook(room)
+	}
+	return s, ok, err
+}
+
+func (c *hookCounter) setOnClaimed(f func(room string)) {
+	c.mu.Lock()
+	c.onClaimed = f
+	c.mu.Unlock()
 }
 
 // gate holds a hook's caller until opened, and tells the test when a

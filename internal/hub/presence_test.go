@@ -2,6 +2,8 @@ package hub_test
 
 import (
 	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -94,4 +96,100 @@ func TestPresenceLost(t *testing.T) {
 	if len(p) != 1 || p[0].Online != 1 || p[0].Left != 7 || p[0].Joined != 0 {
 		t.Fatalf("presence events %+v, want one with online 1, left 7", p)
 	}
+}
+
+// A presence publish that fails, or is slow, loses no summary: the failed
+// room's changes are announced next interval, and the rooms after it have
+// their own deadline.
+func TestPresenceSurvivesASlowPublish(t *testing.T) {
+	t.Parallel()
+	const interval = 10 * time.Millisecond
+	f := newFixture(t, hub.Options{PresenceLimit: 1, PresenceInterval: interval})
+	f.counter.setClaimShut(true)
+	a, aConn := f.register("a")
+	b, bConn := f.register("b")
+	rooms := []string{"r1", "r2", "r3"}
+	for _, room := range rooms {
+		f.join(a, room)
+		f.join(b, room) // over the limit: batched
+	}
+	aConn.take()
+	bConn.take()
+
+	// The first presence publish, whichever room it is for, takes three
+	// intervals and fails; the rest go through.
+	var once sync.Once
+	f.broker.setHooks(nil, func(topic string) error {
+		if !strings.HasPrefix(topic, "room:r") {
+			return nil
+		}
+		var err error
+		once.Do(func() {
+			time.Sleep(3 * interval)
+			err = errBroker
+		})
+		return err
+	})
+	f.counter.setClaimShut(false)
+	for name, conn := range map[string]*testConn{"a": aConn, "b": bConn} {
+		// Wait for every room's event, then check each came once.
+		testkit.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+			ev := conn.all()
+			for _, room := range rooms {
+				if len(presenceEvents(ev, room)) == 0 {
+					return fmt.Errorf("%s got no presence event for %s", name, room)
+				}
+			}
+			return nil
+		})
+		ev := conn.take()
+		for _, room := range rooms {
+			p := presenceEvents(ev, room)
+			want := event{Type: "system", Event: "presence", Room: room, Online: 2, Joined: 1}
+			if len(p) != 1 || p[0].Online != want.Online || p[0].Joined != want.Joined || p[0].Left != want.Left {
+				t.Fatalf("%s got %+v for %s, want one %+v", name, p, room, want)
+			}
+		}
+	}
+}
+
+// A join counted while its room's changes are being claimed is announced
+// in the next presence event, not forgotten.
+func TestPresenceCountedDuringAClaimIsAnnounced(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, hub.Options{PresenceLimit: 2, PresenceInterval: 10 * time.Millisecond})
+	f.counter.setClaimShut(true)
+	a, aConn := f.register("a")
+	b, bConn := f.register("b")
+	c, cConn := f.register("c")
+	f.join(a, "big")
+	f.join(b, "big")
+	f.join(c, "big") // over the limit: batched
+	for _, conn := range []*testConn{aConn, bConn, cConn} {
+		conn.take()
+	}
+
+	// Hold the first claim of big after it has taken c's join, and count
+	// d's join meanwhile.
+	g := newGate(t)
+	var once sync.Once
+	f.counter.setOnClaimed(func(room string) {
+		if room == "big" {
+			once.Do(g.wait)
+		}
+	})
+	f.counter.setClaimShut(false)
+	g.waitArrival(t)
+	d, dConn := f.register("d")
+	f.join(d, "big")
+	wantMemberships(t, "d", dConn.take(), membership{"join", "d", "big", 4})
+	f.counter.setClaimShut(true) // the next claim waits for the test
+	g.release()
+	want := event{Type: "system", Event: "presence", Room: "big", Online: 3, Joined: 1}
+	// d was a member when it was published.
+	waitPresence(t, map[string]*testConn{"a": aConn, "b": bConn, "c": cConn, "d": dConn}, want)
+
+	f.counter.setClaimShut(false)
+	want = event{Type: "system", Event: "presence", Room: "big", Online: 4, Joined: 1}
+	waitPresence(t, map[string]*testConn{"a": aConn, "b": bConn, "c": cConn, "d": dConn}, want)
 }

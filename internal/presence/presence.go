@@ -99,6 +99,21 @@ func (l *Local) Claim(_ context.Context, room string) (Summary, bool, error) {
 	return s, true, nil
 }
 
+// Unclaim gives back the changes of a claim whose presence event could not
+// be sent, so that the next claim announces them.
+func (l *Local) Unclaim(_ context.Context, room string, s Summary) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	r := l.rooms[room]
+	if r == nil {
+		r = &localRoom{users: make(map[string]int)}
+		l.rooms[room] = r
+	}
+	r.joined += s.Joined
+	r.left += s.Left
+	return nil
+}
+
 // Who returns room's count and its users, sorted, at most limit of them.
 func (l *Local) Who(_ context.Context, room string, limit int) (Members, error) {
 	l.mu.Lock()

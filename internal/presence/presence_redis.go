@@ -192,6 +192,27 @@ func (r *Redis) Claim(ctx context.Context, room string) (Summary, bool, error) {
 	return Summary{Online: int(res[1]), Joined: int(res[2]), Left: int(res[3])}, true, nil
 }
 
+// KEYS: the room's lock, the room's pending hash.
+// ARGV: node, joined, left.
+//
+//go:embed lua/unclaim.lua
+var unclaimLua string
+
+var unclaimScript = redis.NewScript(unclaimLua)
+
+// Unclaim gives back the changes of a claim whose presence event could not
+// be sent, and releases the room's claim if this node still holds it, so
+// that the next claim, on any node, announces them.
+func (r *Redis) Unclaim(ctx context.Context, room string, s Summary) error {
+	err := unclaimScript.Run(ctx, r.client,
+		[]string{r.lockPrefix + room, r.pendingPrefix + room},
+		r.node, s.Joined, s.Left).Err()
+	if err != nil && err != redis.Nil {
+		return fmt.Errorf("presence unclaim: %w", err)
+	}
+	return nil
+}
+
 func (r *Redis) markSync() {
 	r.localMu.Lock()
 	r.needSync = true

@@ -501,3 +501,21 @@ func TestRedisReapSparesRenewedNode(t *testing.T) {
 		t.Errorf("r = %d, want 1", got)
 	}
 }
+
+// A claim given back releases the room at once, and its changes are
+// announced by the next claim, on any node, with what came since.
+func TestRedisUnclaim(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	a := c.node("a", RedisOptions{Limit: 1, Interval: time.Hour})
+	b := c.node("b", RedisOptions{Limit: 1, Interval: time.Hour})
+	mustAdd(t, a, "r", +1, Change{Online: 1})
+	mustAdd(t, b, "r", +1, Change{Online: 2, Coalesced: true})
+	mustClaim(t, a, "r", Summary{Online: 2, Joined: 1}, true)
+	mustAdd(t, b, "r", -1, Change{Online: 1})
+	if err := a.Unclaim(context.Background(), "r", Summary{Online: 2, Joined: 1}); err != nil {
+		t.Fatal(err)
+	}
+	mustClaim(t, b, "r", Summary{Online: 1, Joined: 1}, true)
+	mustClaim(t, a, "r", Summary{}, false) // b holds it for the interval
+}

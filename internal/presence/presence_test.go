@@ -141,3 +141,30 @@ func TestLocalConcurrent(t *testing.T) {
 		t.Fatalf("rooms after everyone left and the last claim: %v", l.rooms)
 	}
 }
+
+// A claim given back is announced by the next claim, with what came since.
+func TestLocalUnclaim(t *testing.T) {
+	t.Parallel()
+	l := NewLocal(1)
+	mustAdd(t, l, "r", +1, Change{Online: 1})
+	mustAdd(t, l, "r", +1, Change{Online: 2, Coalesced: true})
+	mustAdd(t, l, "r", -1, Change{Online: 1})
+	mustClaim(t, l, "r", Summary{Online: 1, Joined: 1}, true)
+	if err := l.Unclaim(context.Background(), "r", Summary{Online: 1, Joined: 1}); err != nil {
+		t.Fatal(err)
+	}
+	mustAdd(t, l, "r", +1, Change{Online: 2, Coalesced: true})
+	mustClaim(t, l, "r", Summary{Online: 2, Joined: 2}, true)
+
+	// Even when the room emptied after the claim.
+	mustAdd(t, l, "e", +1, Change{Online: 1})
+	mustAdd(t, l, "e", +1, Change{Online: 2, Coalesced: true})
+	mustAdd(t, l, "e", -1, Change{Online: 1})
+	mustAdd(t, l, "e", -1, Change{Online: 0})
+	mustClaim(t, l, "e", Summary{Joined: 1}, true)
+	if err := l.Unclaim(context.Background(), "e", Summary{Joined: 1}); err != nil {
+		t.Fatal(err)
+	}
+	mustClaim(t, l, "e", Summary{Joined: 1}, true)
+	mustClaim(t, l, "e", Summary{}, true)
+}

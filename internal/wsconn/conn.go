@@ -49,7 +49,8 @@ type Conn struct {
 	spare       net.Buffers // the previous write's slice, reused
 	inflight    net.Buffers // the frames being written; only the writer touches it
 	queued      int         // bytes in queue and inflight
-	scheduled   bool        // in a shard's ready list or being written
+	scheduled   bool        // in a shard's ready or urgent list, or being written
+	written     bool        // a write has started: the shard no longer puts it first
 	closeQueued bool        // a close frame is queued: no more data frames
 	closeReq    bool        // close the socket once the queue is written
 	closed      bool
@@ -228,6 +229,7 @@ func (c *Conn) flush(s *shard) {
 		return
 	}
 	c.inflight, c.queue, c.spare = c.queue, c.spare[:0], nil
+	c.written = true
 	c.mu.Unlock()
 
 	batch := c.inflight // keeps the backing array; WriteTo consumes inflight

@@ -1,5 +1,7 @@
 package wsconn
 
+import "net"
+
 // Test-only API.
 
 // Queued returns the bytes waiting to be written: at most QueueBytes of
@@ -13,3 +15,7 @@ func (c *Conn) Queued() int {
 	}
 	return c.queued
 }
+
+// NewConn puts raw in the pool as an upgraded connection would be, so that
+// a test can watch the order of the pool's writes on a fake socket.
+func (p *Pool) NewConn(raw net.Conn) *Conn { return p.newConn(raw) }

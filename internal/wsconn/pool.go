@@ -87,7 +87,7 @@ func NewPool(opts Options) *Pool {
 	tick := min(opts.PingInterval, opts.PongTimeout) / 4
 	tick = max(tick, 10*time.Millisecond)
 	for range opts.Shards {
-		s := &shard{pool: p, wake: make(chan struct{}, 1), conns: make(map[*Conn]struct{})}
+		s := &shard{pool: p, wake: make(chan struct{}, 1), urgentWake: make(chan struct{}, 1), conns: make(map[*Conn]struct{})}
 		p.shards = append(p.shards, s)
 		p.wg.Add(1)
 		go s.run(tick)
@@ -113,27 +113,51 @@ func (p *Pool) Close() {
 func (p *Pool) now() int64 { return int64(time.Since(p.epoch)) }
 
 // shard drains the queues of the connections assigned to it and pings them.
+//
+// A connection that has never been written to (its welcome is queued: a
+// client waiting on its handshake) goes on the urgent list instead of the
+// ready list, and the shard writes the urgent list first: at the start of a
+// pass, after each connection within a pass, and during the pause after a
+// busy one. So a client that connects while the shard writes a presence
+// event to 10,000 lobby members waits for one write, not for all of them.
 type shard struct {
-	pool *Pool
-	wake chan struct{}
+	pool       *Pool
+	wake       chan struct{}
+	urgentWake chan struct{} // an urgent connection was pushed: ends a pause's wait
+	hasUrgent  atomic.Bool   // urgent is not empty; read by a pass after each connection
 
-	mu    sync.Mutex // guards ready, spare and conns; taken after a Conn's mu, never before
-	ready []*Conn
-	spare []*Conn
-	conns map[*Conn]struct{}
+	mu          sync.Mutex // guards ready, spare, urgent, spareUrgent and conns; taken after a Conn's mu, never before
+	ready       []*Conn
+	spare       []*Conn
+	urgent      []*Conn // connections never written yet, for the next write
+	spareUrgent []*Conn
+	conns       map[*Conn]struct{}
 
 	// Reused by heartbeat, owned by the shard goroutine.
 	toPing, dead []*Conn
 }
 
-// push schedules c for the next pass. c.mu must be held.
+// push schedules c for the next pass, or, if nothing was ever written to
+// it, for the shard's next write. c.mu must be held.
 func (s *shard) push(c *Conn) {
+	urgent := !c.written
 	s.mu.Lock()
-	s.ready = append(s.ready, c)
+	if urgent {
+		s.urgent = append(s.urgent, c)
+		s.hasUrgent.Store(true)
+	} else {
+		s.ready = append(s.ready, c)
+	}
 	s.mu.Unlock()
 	select {
 	case s.wake <- struct{}{}:
 	default:
+	}
+	if urgent {
+		select {
+		case s.urgentWake <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -183,9 +207,7 @@ func (s *shard) run(tick time.Duration) {
 			s.pass()
 			if d := time.Since(start); d > busyPass {
 				pause.Reset(min(d/2, maxPause))
-				select {
-				case <-pause.C:
-				case <-s.pool.quit:
+				if !s.pause(pause) {
 					return
 				}
 			}
@@ -197,10 +219,51 @@ func (s *shard) run(tick time.Duration) {
 	}
 }
 
-// pass writes out every connection that has something queued. Connections
-// that get more frames while the pass runs are picked up by the next one,
-// which is what lets a busy connection's frames share one write.
+// pause waits for the pause timer, writing urgent connections meanwhile: the
+// pause gathers frames for connections already written to, and a welcome
+// need not wait for that. It reports false if the pool is closing.
+func (s *shard) pause(t *time.Timer) bool {
+	for {
+		select {
+		case <-t.C:
+			return true
+		case <-s.urgentWake:
+			s.flushUrgent()
+		case <-s.pool.quit:
+			t.Stop()
+			return false
+		}
+	}
+}
+
+// flushUrgent writes the connections that have never been written to.
+func (s *shard) flushUrgent() {
+	s.mu.Lock()
+	urgent := s.urgent
+	s.hasUrgent.Store(false)
+	if len(urgent) == 0 {
+		s.mu.Unlock()
+		return
+	}
+	// The spare becomes the list, and is the spare no more: the two must
+	// never share an array while urgent is being written.
+	s.urgent, s.spareUrgent = s.spareUrgent[:0], nil
+	s.mu.Unlock()
+	for _, c := range urgent {
+		c.flush(s)
+	}
+	clear(urgent)
+	s.mu.Lock()
+	s.spareUrgent = urgent[:0]
+	s.mu.Unlock()
+}
+
+// pass writes out every connection that has something queued, urgent ones
+// first and as soon as they come. Connections that get more frames while
+// the pass runs are picked up by the next one, which is what lets a busy
+// connection's frames share one write.
 func (s *shard) pass() {
+	s.flushUrgent()
 	s.mu.Lock()
 	ready := s.ready
 	s.ready = s.spare[:0]
@@ -208,6 +271,9 @@ func (s *shard) pass() {
 
 	for i, c := range ready {
 		c.flush(s)
+		if s.hasUrgent.Load() {
+			s.flushUrgent()
+		}
 		if i%passYield == passYield-1 {
 			// A long pass is all syscalls; let the rest of the node (a
 			// publish waiting for its answer, a client's frame) run.
