@@ -105,7 +105,9 @@ type History struct {
 	Truncated bool
 }
 
-// Entry is one message of a stream, as subscribers received it.
+// Entry is one message of a stream, as subscribers received it. Data may
+// be shared (with the broker's store, or with other entries): callers must
+// not modify it.
 type Entry struct {
 	Seq  uint64
 	Data []byte

@@ -116,7 +116,7 @@ func parseHistory(res []string) (History, error) {
 		if err != nil {
 			return History{}, fmt.Errorf("redis history: entry id %q: %w", id, err)
 		}
-		h.Entries[i] = Entry{Seq: seq, Data: []byte(data)}
+		h.Entries[i] = Entry{Seq: seq, Data: stringBytes(data)} // no copy: Data is read-only
 	}
 	return h, nil
 }
