@@ -93,17 +93,30 @@ type HistoryQuery struct {
 	Since uint64 // entries after this position
 	Limit int    // at most this many; 0 asks for the position alone
 	// Latest asks for the stream's last Limit entries instead of the first
-	// ones after Since.
+	// ones after Since: the newest up to Until (0: up to the stream's
+	// latest position).
 	Latest bool
+	Until  uint64
+	// MaxBytes bounds the entries' Data, summed (0: no bound). Entries are
+	// taken in reading order (oldest first, or newest first with Latest)
+	// while they fit; the first that does not ends the read, and History
+	// says Truncated. A broker reads no more than that from its store, so a
+	// caller bounds what a read costs, not only what it returns.
+	MaxBytes int
 }
 
 // History is part of a stream.
 type History struct {
 	Position         // the stream's latest position
 	Entries  []Entry // oldest first
+	// Truncated: the query's MaxBytes left out entries it would otherwise
+	// have returned (the newest, or with Latest the oldest).
+	Truncated bool
 }
 
-// Entry is one message of a stream, as subscribers received it.
+// Entry is one message of a stream, as subscribers received it. Data may
+// be shared (with the broker's store, or with other entries): callers must
+// not modify it.
 type Entry struct {
 	Seq  uint64
 	Data []byte

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -146,6 +147,63 @@ func testStreamContract(t *testing.T, newBrokers func(t *testing.T, n int, h bro
 		}
 	})
 
+	// MaxBytes: a read returns what fits in the budget, in reading order,
+	// says when it left entries out, and Until bounds a Latest read. The
+	// stream is longer than a batch the Redis script reads at a time.
+	t.Run("HistoryByteBudget", func(t *testing.T) {
+		t.Parallel()
+		bs := newBrokers(t, 2, keep)
+		topic := uniqueTopic(t, "budget")
+		pad := strings.Repeat("x", 100)
+		var delivered []string
+		for i := range 20 {
+			mustPublishStream(t, bs[0], topic, fmt.Sprintf(`{"n":%d,"pad":%q}`, i+1, pad))
+			delivered = append(delivered, fmt.Sprintf(`{"n":%d,"pad":%q,"seq":%d}`, i+1, pad, i+1))
+		}
+		// size(a, b) is what entries a..b (positions, inclusive) weigh.
+		size := func(a, b int) int {
+			n := 0
+			for _, d := range delivered[a-1 : b] {
+				n += len(d)
+			}
+			return n
+		}
+		for _, tc := range []struct {
+			desc      string
+			q         broker.HistoryQuery
+			first     int // position of the first entry returned
+			n         int // entries returned
+			truncated bool
+		}{
+			{"oldest first, cut by the budget", broker.HistoryQuery{Since: 0, Limit: 100, MaxBytes: size(1, 11) + 50}, 1, 11, true},
+			{"oldest first after since, cut", broker.HistoryQuery{Since: 4, Limit: 100, MaxBytes: size(5, 7)}, 5, 3, true},
+			{"everything fits exactly", broker.HistoryQuery{Since: 0, Limit: 100, MaxBytes: size(1, 20)}, 1, 20, false},
+			{"the limit ends the read first", broker.HistoryQuery{Since: 2, Limit: 3, MaxBytes: size(3, 5)}, 3, 3, false},
+			{"newest first, cut by the budget", broker.HistoryQuery{Limit: 15, Latest: true, MaxBytes: size(10, 20) + 50}, 10, 11, true},
+			{"newest up to until", broker.HistoryQuery{Limit: 3, Latest: true, Until: 12}, 10, 3, false},
+			{"newest up to until, cut", broker.HistoryQuery{Limit: 10, Latest: true, Until: 12, MaxBytes: size(9, 12)}, 9, 4, true},
+			{"until past the end", broker.HistoryQuery{Limit: 2, Latest: true, Until: 99, MaxBytes: size(19, 20)}, 19, 2, false},
+			{"not even one fits", broker.HistoryQuery{Since: 0, Limit: 5, MaxBytes: len(delivered[0]) - 1}, 1, 0, true},
+			{"not even the newest fits", broker.HistoryQuery{Limit: 5, Latest: true, MaxBytes: 10}, 1, 0, true},
+		} {
+			h := mustHistory(t, bs[1], topic, tc.q)
+			if h.Seq != 20 {
+				t.Fatalf("%s: position %d, want 20", tc.desc, h.Seq)
+			}
+			if h.Truncated != tc.truncated {
+				t.Errorf("%s: %+v: truncated %v, want %v", tc.desc, tc.q, h.Truncated, tc.truncated)
+			}
+			var want []string
+			if tc.n > 0 {
+				want = delivered[tc.first-1 : tc.first-1+tc.n]
+			}
+			if len(h.Entries) != len(want) {
+				t.Fatalf("%s: %+v: %d entries from %v, want %d from position %d", tc.desc, tc.q, len(h.Entries), firstSeq(h.Entries), len(want), tc.first)
+			}
+			checkEntries(t, h.Entries, uint64(tc.first), want)
+		}
+	})
+
 	t.Run("HistoryKeepsTheLastSize", func(t *testing.T) {
 		t.Parallel()
 		bs := newBrokers(t, 1, broker.HistoryOptions{Size: 5, TTL: time.Minute})
@@ -257,4 +315,12 @@ func checkEntries(t *testing.T, es []broker.Entry, first uint64, want []string) 
 			t.Fatalf("entry %d: seq %d %s, want seq %d %s", i, e.Seq, e.Data, first+uint64(i), want[i])
 		}
 	}
+}
+
+// firstSeq is the position of es's first entry, for messages.
+func firstSeq(es []broker.Entry) any {
+	if len(es) == 0 {
+		return "none"
+	}
+	return es[0].Seq
 }

@@ -117,11 +117,29 @@ func (h *memHistory) read(topic string, q HistoryQuery) History {
 		return out
 	}
 	h.expireLocked(s, time.Now())
+	// Entries are consecutive positions: find Since+1 and Until by
+	// arithmetic.
 	es := s.entries
 	if q.Latest {
+		switch n := len(es); {
+		case q.Until == 0 || n == 0 || q.Until >= es[n-1].seq:
+		case q.Until < es[0].seq:
+			es = nil
+		default:
+			es = es[:q.Until-es[0].seq+1]
+		}
 		es = es[max(0, len(es)-q.Limit):]
+		if q.MaxBytes > 0 {
+			// Newest first while they fit.
+			used, i := 0, len(es)
+			for i > 0 && used+len(es[i-1].data) <= q.MaxBytes {
+				i--
+				used += len(es[i].data)
+			}
+			out.Truncated = i > 0
+			es = es[i:]
+		}
 	} else {
-		// Entries are consecutive positions: find Since+1 by arithmetic.
 		switch {
 		case len(es) == 0 || q.Since >= es[len(es)-1].seq:
 			es = nil
@@ -129,6 +147,15 @@ func (h *memHistory) read(topic string, q HistoryQuery) History {
 			es = es[q.Since-es[0].seq+1:]
 		}
 		es = es[:min(len(es), q.Limit)]
+		if q.MaxBytes > 0 {
+			used, i := 0, 0
+			for i < len(es) && used+len(es[i].data) <= q.MaxBytes {
+				used += len(es[i].data)
+				i++
+			}
+			out.Truncated = i < len(es)
+			es = es[:i]
+		}
 	}
 	out.Entries = make([]Entry, len(es))
 	for i, e := range es {

@@ -99,31 +99,35 @@ func (r *Redis) History(ctx context.Context, topic string, q HistoryQuery) (Hist
 		latest = "1"
 	}
 	res, err := historyScript.Run(ctx, r.client, r.streamKeys(topic),
-		q.Since, limit, latest, r.history.TTL.Milliseconds(), newEpoch()).StringSlice()
+		q.Since, limit, latest, r.history.TTL.Milliseconds(), newEpoch(), q.Until, max(0, q.MaxBytes)).StringSlice()
 	if err != nil {
 		return History{}, fmt.Errorf("redis history: %w", err)
 	}
 	return parseHistory(res)
 }
 
+// parseHistory reads history.lua's reply: epoch, position, truncated,
+// then seq and data of each entry.
 func parseHistory(res []string) (History, error) {
-	if len(res) < 2 || len(res)%2 != 0 {
+	const head = 3
+	if len(res) < head || (len(res)-head)%2 != 0 {
 		return History{}, errors.New("redis history: malformed reply")
 	}
 	top, err := strconv.ParseUint(res[1], 10, 64)
 	if err != nil {
 		return History{}, fmt.Errorf("redis history: position %q: %w", res[1], err)
 	}
-	h := History{Position: Position{Epoch: res[0], Seq: top}}
-	if n := (len(res) - 2) / 2; n > 0 {
+	h := History{Position: Position{Epoch: res[0], Seq: top}, Truncated: res[2] == "1"}
+	if n := (len(res) - head) / 2; n > 0 {
 		h.Entries = make([]Entry, n)
 	}
 	for i := range h.Entries {
-		seq, err := strconv.ParseUint(res[2+2*i], 10, 64)
+		id, data := res[head+2*i], res[head+2*i+1]
+		seq, err := strconv.ParseUint(id, 10, 64)
 		if err != nil {
-			return History{}, fmt.Errorf("redis history: entry id %q: %w", res[2+2*i], err)
+			return History{}, fmt.Errorf("redis history: entry id %q: %w", id, err)
 		}
-		h.Entries[i] = Entry{Seq: seq, Data: []byte(res[3+2*i])}
+		h.Entries[i] = Entry{Seq: seq, Data: stringBytes(data)} // no copy: Data is read-only
 	}
 	return h, nil
 }

@@ -207,8 +207,7 @@ func (h *Hub) Join(ctx context.Context, c *Client, room string, last int) error 
 	removed, wasRemoved := c.takeRemovalLocked(room)
 	c.mu.Unlock()
 	if last > 0 {
-		frames := append([]protocol.Frame{h.ownJoinFrame(c.user, room, n, at)}, h.latest(ctx, room, at, last)...)
-		sent, dropped := c.release(frames)
+		sent, dropped := c.release(h.joinWithLast(ctx, c.user, room, n, at, last))
 		h.obs.Delivered(sent)
 		if dropped > 0 {
 			h.obs.Dropped("not_queued", dropped)
@@ -440,11 +439,16 @@ func (h *Hub) announce(ctx context.Context, c *Client, event, room string, onlin
 // ownJoinFrame confirms a client's own join, with the room's position from
 // which it receives the room's messages.
 func (h *Hub) ownJoinFrame(user, room string, online int, at uint64) protocol.Frame {
-	return h.mustEncode(protocol.Membership{
+	return h.mustEncode(ownJoin(user, room, online, at))
+}
+
+// ownJoin is a client's own join of room, at position at.
+func ownJoin(user, room string, online int, at uint64) protocol.Membership {
+	return protocol.Membership{
 		Type: protocol.TypeSystem, Event: protocol.EventJoin, User: user, Room: room, Online: online,
 		Data: fmt.Sprintf("新用户加入，当前在线: %d (%s joined %s)", online, user, room),
 		Seq:  &at,
-	})
+	}
 }
 
 func (h *Hub) membershipFrame(event, user, room string, online int) protocol.Frame {

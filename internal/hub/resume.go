@@ -70,11 +70,19 @@ func (h *Hub) awaitPositions(ctx context.Context, user string, from protocol.Res
 // replay reads, for each stream from lists, what came after the client's
 // position up to at (where its live messages start). It returns the frames
 // to queue and the streams it could not fill.
+//
+// What it reads is bounded in bytes, whatever the streams hold: the frames
+// it queues to half the client's hold budget (the rest is for what arrives
+// meanwhile), and what it reads in all, kept or not, to the whole budget.
+// Each stream's read asks the broker for no more than is left, so a gap too
+// big for it costs at most what is left, and is missed like any gap history
+// cannot fill. Streams are filled in resumeOrder while the budget lasts.
 func (h *Hub) replay(ctx context.Context, user string, from protocol.Resume, epoch string, at map[string]uint64) (frames []protocol.Frame, missed []string) {
 	if from.Since == nil {
 		return nil, nil
 	}
-	budget := h.opts.HoldBytes / 2 // the rest is for what arrives meanwhile
+	send := h.opts.HoldBytes / 2
+	read := h.opts.HoldBytes
 	for _, name := range resumeOrder(from) {
 		since := from.Since[name]
 		end, ok := at[name]
@@ -88,16 +96,19 @@ func (h *Hub) replay(ctx context.Context, user string, from protocol.Resume, epo
 			missed = append(missed, name)
 			continue
 		}
-		es, err := h.entries(ctx, streamTopic(name, user), since, end, epoch)
-		size := 0
-		for _, e := range es {
-			size += len(e.Data) + 10
-		}
-		if err != nil || uint64(len(es)) != end-since || size > budget {
+		n := int(end - since)
+		budget := min(send, read) - n*protocol.FrameOverhead
+		if budget <= 0 {
 			missed = append(missed, name)
 			continue
 		}
-		budget -= size
+		es, size, err := h.entries(ctx, streamTopic(name, user), since, end, epoch, budget)
+		read -= size
+		if err != nil || len(es) != n {
+			missed = append(missed, name)
+			continue
+		}
+		send -= size + n*protocol.FrameOverhead
 		for _, e := range es {
 			frames = append(frames, protocol.FrameJSON(e.Data))
 		}
@@ -107,45 +118,60 @@ func (h *Hub) replay(ctx context.Context, user string, from protocol.Resume, epo
 }
 
 // entries reads topic's history after since up to and including end, in
-// epoch; what is returned starts at since+1 unless history lost it.
-func (h *Hub) entries(ctx context.Context, topic string, since, end uint64, epoch string) ([]broker.Entry, error) {
-	hist, err := h.broker.History(ctx, topic, broker.HistoryQuery{Since: since, Limit: int(end - since)})
+// epoch, at most maxBytes of it; it returns the entries (from since+1, or
+// none if history lost some or they do not fit) and the bytes read.
+func (h *Hub) entries(ctx context.Context, topic string, since, end uint64, epoch string, maxBytes int) ([]broker.Entry, int, error) {
+	hist, err := h.broker.History(ctx, topic, broker.HistoryQuery{Since: since, Limit: int(end - since), MaxBytes: maxBytes})
 	if err != nil {
 		h.log.Warn("history unavailable for a replay", "stream", topic, "err", err)
-		return nil, err
+		return nil, 0, err
 	}
-	if hist.Epoch != epoch {
-		return nil, nil
+	size := 0
+	for _, e := range hist.Entries {
+		size += len(e.Data)
+	}
+	if hist.Epoch != epoch || hist.Truncated {
+		return nil, size, nil
 	}
 	es := hist.Entries
 	for len(es) > 0 && es[len(es)-1].Seq > end {
 		es = es[:len(es)-1]
 	}
 	if len(es) > 0 && es[0].Seq != since+1 {
-		return nil, nil // the oldest are gone
+		return nil, size, nil // the oldest are gone
 	}
-	return es, nil
+	return es, size, nil
 }
 
-// latest returns room's messages up to position at, at most n, oldest first:
-// what a client asked for with {"type":"join","last":n}.
-func (h *Hub) latest(ctx context.Context, room string, at uint64, n int) []protocol.Frame {
-	since := uint64(0)
-	if at > uint64(n) {
-		since = at - uint64(n)
+// joinWithLast returns what a client that joined room with
+// {"type":"join","last":n} gets: its own join, at position at with online
+// members, then the room's last messages up to at.
+func (h *Hub) joinWithLast(ctx context.Context, user, room string, online int, at uint64, n int) []protocol.Frame {
+	replay, truncated := h.latest(ctx, room, at, n)
+	own := ownJoin(user, room, online, at)
+	own.Truncated = truncated
+	return append([]protocol.Frame{h.mustEncode(own)}, replay...)
+}
+
+// latest returns room's messages up to position at, at most n, oldest
+// first, and no more than fit in half the client's hold budget (as a
+// resume's replay): the newest that fit, truncated when some were left out.
+func (h *Hub) latest(ctx context.Context, room string, at uint64, n int) (frames []protocol.Frame, truncated bool) {
+	if at == 0 {
+		return nil, false // nothing was ever sent to room
 	}
-	hist, err := h.broker.History(ctx, roomTopic(room), broker.HistoryQuery{Since: since, Limit: n})
+	budget := max(1, h.opts.HoldBytes/2-n*protocol.FrameOverhead)
+	hist, err := h.broker.History(ctx, roomTopic(room), broker.HistoryQuery{Latest: true, Until: at, Limit: n, MaxBytes: budget})
 	if err != nil {
 		h.log.Warn("history unavailable for a join", "room", room, "err", err)
-		return nil
+		return nil, false
 	}
-	var frames []protocol.Frame
 	for _, e := range hist.Entries {
 		if e.Seq <= at {
 			frames = append(frames, protocol.FrameJSON(e.Data))
 		}
 	}
-	return frames
+	return frames, hist.Truncated
 }
 
 // History reads the stream of a target (a room's, a user's, or with both

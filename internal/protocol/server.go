@@ -60,6 +60,10 @@ type Membership struct {
 	// Reason, on a client's own leave only when the server API removed
 	// it from the room.
 	Reason string `json:"reason,omitempty"`
+	// Truncated, on a client's own join with "last" only: some of the
+	// messages asked for were left out to fit the client's send queue;
+	// the newest that fit follow.
+	Truncated bool `json:"truncated,omitempty"`
 }
 
 // Who answers {"type":"who"}: the distinct users in a room across the

@@ -46,6 +46,9 @@ func Marshal(v any) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// FrameOverhead is the most FrameJSON adds to a payload: the frame header.
+const FrameOverhead = maxHeader
+
 // FrameJSON wraps an encoded JSON payload in a WebSocket text frame.
 func FrameJSON(payload []byte) Frame {
 	b := make([]byte, maxHeader+len(payload))
