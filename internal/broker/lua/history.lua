@@ -44,6 +44,22 @@ local oldest = now - tonumber(ARGV[4])
 local used, scanned = 0, 0
 local taken = {} -- in reading order
 
+-- count is how many entries to read next: up to 8, but no more than the
+-- budget left can take at the size of the biggest entry seen so far, plus
+-- one to find where it ends, so that a budget nearly spent does not fetch
+-- 8 big entries to keep none (the first read takes 1 to learn a size).
+local biggest = 0
+local function count()
+  local n = math.min(batch, limit - scanned)
+  if maxBytes > 0 then
+    if biggest == 0 then
+      return 1
+    end
+    n = math.min(n, math.floor((maxBytes - used) / biggest) + 1)
+  end
+  return math.max(n, 1)
+end
+
 -- take keeps entry e = {"<seq>-0", {"t", ms, "d", data}} if it fits in the
 -- budget, and reports whether it did.
 local function take(e)
@@ -64,10 +80,11 @@ if ARGV[3] == '1' then
   end
   local done = false
   while not done and scanned < limit do
-    local n = math.min(batch, limit - scanned)
+    local n = count()
     local es = redis.call('XREVRANGE', KEYS[3], hi, '-', 'COUNT', n)
     scanned = scanned + #es
     for _, e in ipairs(es) do
+      biggest = math.max(biggest, #e[2][4])
       -- Newest first: past the first expired entry, all are expired.
       if tonumber(e[2][2]) <= oldest or not take(e) then
         done = true
@@ -89,10 +106,11 @@ end
 local lo = '(' .. ARGV[1] .. '-0'
 local done = false
 while not done and scanned < limit do
-  local n = math.min(batch, limit - scanned)
+  local n = count()
   local es = redis.call('XRANGE', KEYS[3], lo, '+', 'COUNT', n)
   scanned = scanned + #es
   for _, e in ipairs(es) do
+    biggest = math.max(biggest, #e[2][4]) -- expired ones too: they take the reads
     if tonumber(e[2][2]) > oldest and not take(e) then
       done = true
       break
