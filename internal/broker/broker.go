@@ -44,7 +44,9 @@ type Handler = func(topic string, m Message)
 //     topic's stream messages arrive in stream order;
 //   - a node gets nothing for topics it has not subscribed to;
 //   - Publish and PublishStream return nil only once the message is
-//     accepted for delivery (and, for a stream, is in its history).
+//     accepted for delivery (and, for a stream, is in its history);
+//   - PublishStream never publishes a message twice, and its error means
+//     the message was not published, unless it wraps ErrUnconfirmed.
 type Broker interface {
 	// Publish sends payload to the topic's subscribers, outside any stream.
 	Publish(ctx context.Context, topic string, payload []byte) error
@@ -73,6 +75,13 @@ type Broker interface {
 
 // ErrClosed is returned by a broker after Close.
 var ErrClosed = errors.New("broker closed")
+
+// ErrUnconfirmed is wrapped by the error of a PublishStream that may or may
+// not have published its message: Redis may have run the publish and its
+// answer was lost (it came too late, or the connection broke), and the
+// caller's deadline left no time to ask again. If it was published, the
+// message is in its stream's history, at most once.
+var ErrUnconfirmed = errors.New("broker: publish unconfirmed: the message may or may not have been published")
 
 // ErrNotObject is returned by PublishStream for a message that is not a
 // JSON object, where "seq" could not be added.

@@ -60,13 +60,7 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse redis url: %w", err)
 	}
-	// Fail fast during an outage: a notify must answer 503 in about a
-	// second, not after go-redis's default retries and 5s dial timeout.
-	ropts.DialTimeout = time.Second
-	ropts.ReadTimeout = 2 * time.Second
-	ropts.WriteTimeout = 2 * time.Second
-	ropts.PoolTimeout = 2 * time.Second
-	ropts.MaxRetries = 1
+	tune(ropts)
 	if opts.Prefix == "" {
 		opts.Prefix = "relay:"
 	}
@@ -90,6 +84,29 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 	go r.receive(ctx) // joined by Close
 	go r.sweep(ctx)   // joined by Close
 	return r, nil
+}
+
+// tune sets how the client (shared with the presence counter) waits.
+//   - A caller's deadline bounds each command, reads included: a slow Redis
+//     answers the caller in its own time, not after a fixed read timeout.
+//     Read and write timeouts are a backstop for calls without a deadline.
+//   - go-redis never retries: a command whose answer timed out may have
+//     run, and running a publish script again would publish twice. relay
+//     retries itself where that is safe (PublishStream's receipt).
+//   - Fail fast during an outage: a dial gives up within about 2 s, and a
+//     call waits for a free connection at most 3 s. The pool is large, so
+//     that slow answers do not queue every other call behind them.
+func tune(o *redis.Options) {
+	o.ContextTimeoutEnabled = true
+	o.ReadTimeout = 10 * time.Second
+	o.WriteTimeout = 10 * time.Second
+	o.DialTimeout = time.Second
+	o.DialerRetries = 2
+	o.PoolTimeout = 3 * time.Second
+	if o.PoolSize == 0 { // not set by the URL's pool_size
+		o.PoolSize = 512
+	}
+	o.MaxRetries = -1
 }
 
 // Client returns the underlying Redis client, for the presence counter that

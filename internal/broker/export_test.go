@@ -7,3 +7,10 @@ package broker
 func (m *Memory) Peer() *Memory {
 	return &Memory{bus: m.bus}
 }
+
+// MayHaveRun exposes how PublishStream tells a failed attempt that may
+// have run in Redis from one that certainly did not.
+var MayHaveRun = mayHaveRun
+
+// Tune exposes the client options NewRedis sets.
+var Tune = tune

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -58,8 +59,22 @@ func newEpoch() string {
 	return hex.EncodeToString(b[:])
 }
 
+// A publish is tried at most publishAttempts times: again only after an
+// attempt that may have run (its answer was lost), which the receipt makes
+// safe, and only while the caller's deadline leaves retryRoom.
+const (
+	publishAttempts = 3
+	retryRoom       = 50 * time.Millisecond
+	// receiptTTL is how long Redis keeps a publish's receipt: far longer
+	// than an attempt of it can wait in Redis (a few seconds at most), so
+	// that a late first run and its retry still find each other.
+	receiptTTL = time.Minute
+)
+
 // PublishStream appends msg to topic's stream in Redis and publishes it, in
-// one script.
+// one script. An attempt whose answer is lost is tried again with the same
+// receipt, so the message is published at most once; if no attempt could
+// tell, the error wraps ErrUnconfirmed.
 func (r *Redis) PublishStream(ctx context.Context, topic string, msg []byte) (Position, error) {
 	if err := r.usable(ctx); err != nil {
 		return Position{}, err
@@ -72,17 +87,73 @@ func (r *Redis) PublishStream(ctx context.Context, topic string, msg []byte) (Po
 	if r.history.keeps() {
 		size = r.history.Size
 	}
-	res, err := publishScript.Run(ctx, r.client, r.streamKeys(topic),
-		r.channel(topic), prefix, size, r.history.TTL.Milliseconds(), newEpoch()).Slice()
-	if err != nil {
-		return Position{}, fmt.Errorf("redis publish to stream: %w", err)
+	// The receipt is this call's own (the caller gives no id): it is what
+	// its attempts share, and shares the stream's hash tag.
+	keys := append(r.streamKeys(topic), r.channel(topic)+":pub:"+newEpoch())
+	var unsure error // the last attempt that may have run
+	for attempt := 1; ; attempt++ {
+		var res []any
+		res, err = publishScript.Run(ctx, r.client, keys, r.channel(topic), prefix, size,
+			r.history.TTL.Milliseconds(), newEpoch(), receiptTTL.Milliseconds()).Slice()
+		if err == nil {
+			return parsePosition(res)
+		}
+		if !mayHaveRun(err) {
+			break // certain, and go-redis has retried the dial already
+		}
+		unsure = err
+		if attempt == publishAttempts || !roomForRetry(ctx) {
+			break
+		}
 	}
+	if unsure != nil {
+		return Position{}, fmt.Errorf("redis publish to stream: %w: %w", ErrUnconfirmed, unsure)
+	}
+	return Position{}, fmt.Errorf("redis publish to stream: %w", err)
+}
+
+func parsePosition(res []any) (Position, error) {
 	if len(res) != 2 {
 		return Position{}, fmt.Errorf("redis publish to stream: unexpected reply %v", res)
 	}
 	epoch, _ := res[0].(string)
 	seq, _ := res[1].(int64)
 	return Position{Epoch: epoch, Seq: uint64(seq)}, nil
+}
+
+// roomForRetry reports whether ctx leaves time for another attempt.
+func roomForRetry(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	deadline, ok := ctx.Deadline()
+	return !ok || time.Until(deadline) >= retryRoom
+}
+
+// mayHaveRun reports whether a command that failed with err may have run
+// in Redis: false only when it certainly did not reach it. Anything
+// unknown counts as may have run, so that "not sent" is never said of a
+// message that was.
+func mayHaveRun(err error) bool {
+	var rerr redis.Error
+	var op *net.OpError
+	onSocket := errors.As(err, &op)
+	switch {
+	case errors.As(err, &rerr):
+		// Redis answered with an error: the script stopped before its
+		// PUBLISH (a failing script publishes nothing) or never ran.
+		return false
+	case onSocket && op.Op == "dial":
+		return false // no connection, so nothing written
+	case errors.Is(err, redis.ErrPoolTimeout), errors.Is(err, redis.ErrPoolExhausted), errors.Is(err, redis.ErrClosed):
+		return false // no connection to write on
+	case !onSocket && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)):
+		// go-redis returns the context's own error only while waiting for
+		// a connection; once the command is written, a deadline ends the
+		// read on the socket (a *net.OpError timeout).
+		return false
+	}
+	return true // a timeout or a broken connection after the write, or unknown
 }
 
 // History reads topic's stream from Redis.

@@ -25,9 +25,10 @@ func (h *Hub) Chat(ctx context.Context, c *Client, room string, data json.RawMes
 	if !c.maySend(room) {
 		return &protocol.Error{Code: protocol.ErrForbidden, Text: "you may not send to room " + room}
 	}
+	id := h.newID()
 	msg, err := protocol.Marshal(protocol.Chat{
 		Type: protocol.TypeMessage, Room: room, User: c.user, Data: data,
-		ID: h.newID(), TS: time.Now().UnixMilli(),
+		ID: id, TS: time.Now().UnixMilli(),
 	})
 	if err != nil {
 		return &protocol.Error{Code: protocol.ErrBadMessage, Text: "data is not valid JSON"}
@@ -36,6 +37,11 @@ func (h *Hub) Chat(ctx context.Context, c *Client, room string, data json.RawMes
 		return &protocol.Error{Code: protocol.ErrTooLarge, Text: fmt.Sprintf("message too large once encoded (%d bytes, at most %d)", len(msg), h.opts.MaxFrameBytes-seqRoom)}
 	}
 	if _, err := h.broker.PublishStream(ctx, roomTopic(room), msg); err != nil {
+		if errors.Is(err, broker.ErrUnconfirmed) {
+			h.log.Warn("message unconfirmed", "user", c.user, "room", room, "id", id, "err", err)
+			return &protocol.Error{Code: protocol.ErrUnconfirmed, ID: id,
+				Text: "the broker did not confirm the message in time: it may or may not have been sent; it was if a message with this id reaches you or is in the room's history"}
+		}
 		return h.unavailable("message not sent: broker unavailable", c, room, err)
 	}
 	return nil
@@ -72,7 +78,8 @@ func (t Target) topic() string {
 
 // Notify publishes a server notification and returns its id and its
 // position in its stream once the broker has accepted it: it is then in the
-// stream's history.
+// stream's history. When the error wraps broker.ErrUnconfirmed the id is
+// returned too: the notification may have been published, under that id.
 func (h *Hub) Notify(ctx context.Context, to Target, text string) (string, broker.Position, error) {
 	id := h.newID()
 	msg, err := protocol.Marshal(protocol.Notification{
@@ -86,6 +93,9 @@ func (h *Hub) Notify(ctx context.Context, to Target, text string) (string, broke
 		return "", broker.Position{}, fmt.Errorf("%w: %d bytes once encoded, at most %d", ErrTooLarge, len(msg), h.opts.MaxFrameBytes-seqRoom)
 	}
 	pos, err := h.broker.PublishStream(ctx, to.topic(), msg)
+	if errors.Is(err, broker.ErrUnconfirmed) {
+		return id, broker.Position{}, fmt.Errorf("publish notification %s: %w", id, err)
+	}
 	if err != nil {
 		return "", broker.Position{}, fmt.Errorf("publish notification: %w", err)
 	}

@@ -90,10 +90,10 @@ func New() *Metrics {
 	for _, r := range []string{"not_queued", "rate_limited"} {
 		m.DroppedMsgs.WithLabelValues(r)
 	}
-	for _, c := range []string{"rate_limited", "unavailable", "too_large"} {
+	for _, c := range []string{"rate_limited", "unavailable", "unconfirmed", "too_large"} {
 		m.ClientErrors.WithLabelValues(c)
 	}
-	for _, st := range []string{"200", "400", "401", "503"} {
+	for _, st := range []string{"200", "400", "401", "503", "504"} {
 		m.Notify.WithLabelValues(st)
 	}
 	for _, r := range []string{"slow", "ping_timeout", "too_big"} {

@@ -17,6 +17,7 @@ const (
 	ErrTooManyRooms  ErrorCode = "too_many_rooms" // a join past MaxRooms
 	ErrRateLimited   ErrorCode = "rate_limited"   // a frame past the connection's rate limit; it was dropped
 	ErrUnavailable   ErrorCode = "unavailable"    // the broker could not accept the message; it was not sent
+	ErrUnconfirmed   ErrorCode = "unconfirmed"    // the broker did not confirm the message in time: it may or may not have been sent (the frame's id says which one)
 	ErrTooLarge      ErrorCode = "too_large"      // the message, encoded for its receivers, would exceed the frame limit
 	ErrForbidden     ErrorCode = "forbidden"      // a join or message the connection's permissions (token, guest rooms, room token) do not allow
 )
@@ -30,6 +31,9 @@ type Error struct {
 	// its type and room (a refused join, send, leave or who).
 	Request string
 	Room    string
+	// ID is the message's id, for an unconfirmed message: the client
+	// looks it up to learn whether it was sent.
+	ID string
 }
 
 func (e *Error) Error() string { return string(e.Code) + ": " + e.Text }

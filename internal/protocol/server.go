@@ -116,6 +116,7 @@ type ErrorFrame struct {
 	Error   string    `json:"error"`
 	Request string    `json:"request,omitempty"`
 	Room    string    `json:"room,omitempty"`
+	ID      string    `json:"id,omitempty"`
 }
 
 // PongFrame answers a client's {"type":"ping"}.
@@ -125,7 +126,7 @@ var PongFrame = mustEncode(struct {
 
 // EncodeError encodes an error frame for e.
 func EncodeError(e *Error) Frame {
-	return mustEncode(ErrorFrame{Type: TypeError, Code: e.Code, Error: e.Text, Request: e.Request, Room: e.Room})
+	return mustEncode(ErrorFrame{Type: TypeError, Code: e.Code, Error: e.Text, Request: e.Request, Room: e.Room, ID: e.ID})
 }
 
 // maxHeader is the longest WebSocket frame header a server sends (no mask).

@@ -13,6 +13,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/relay/relay/internal/broker"
 	"github.com/relay/relay/internal/hub"
 	"github.com/relay/relay/internal/protocol"
 )
@@ -119,6 +120,13 @@ func (s *Server) notify(c *gin.Context) (int, gin.H) {
 	id, pos, err := s.hub.Notify(ctx, to, *req.Message)
 	if errors.Is(err, hub.ErrTooLarge) {
 		return http.StatusBadRequest, gin.H{"error": err.Error()}
+	}
+	if errors.Is(err, broker.ErrUnconfirmed) {
+		// It may have been published: say so, with the id to look up,
+		// rather than "not sent" (the caller might send it again).
+		s.metrics.PublishErrors.Inc()
+		s.log.Warn("notify unconfirmed", "id", id, "err", err)
+		return http.StatusGatewayTimeout, gin.H{"error": "the message broker did not confirm the notification in time: it may or may not have been sent; look its id up in GET /api/history", "id": id, "unconfirmed": true}
 	}
 	if err != nil {
 		s.metrics.PublishErrors.Inc()
