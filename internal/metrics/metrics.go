@@ -87,10 +87,10 @@ func New() *Metrics {
 	for _, t := range []string{"message", "join", "leave", "ping", "invalid", "binary"} {
 		m.Received.WithLabelValues(t)
 	}
-	for _, r := range []string{"not_queued", "rate_limited"} {
+	for _, r := range []string{"not_queued", "rate_limited", "busy"} {
 		m.DroppedMsgs.WithLabelValues(r)
 	}
-	for _, c := range []string{"rate_limited", "unavailable", "unconfirmed", "too_large"} {
+	for _, c := range []string{"rate_limited", "busy", "unavailable", "unconfirmed", "too_large"} {
 		m.ClientErrors.WithLabelValues(c)
 	}
 	for _, st := range []string{"200", "400", "401", "503", "504"} {

@@ -16,6 +16,7 @@ const (
 	ErrAlreadyMember ErrorCode = "already_member" // a join of a room the client is already in
 	ErrTooManyRooms  ErrorCode = "too_many_rooms" // a join past MaxRooms
 	ErrRateLimited   ErrorCode = "rate_limited"   // a frame past the connection's rate limit; it was dropped
+	ErrBusy          ErrorCode = "busy"           // a frame past the connection's inbox (frames waiting for the broker); it was dropped
 	ErrUnavailable   ErrorCode = "unavailable"    // the broker could not accept the message; it was not sent
 	ErrUnconfirmed   ErrorCode = "unconfirmed"    // the broker did not confirm the message in time: it may or may not have been sent (the frame's id says which one)
 	ErrTooLarge      ErrorCode = "too_large"      // the message, encoded for its receivers, would exceed the frame limit

@@ -573,7 +573,7 @@ func TestEncodeError(t *testing.T) {
 	codes := []protocol.ErrorCode{
 		protocol.ErrBadJSON, protocol.ErrUnknownType, protocol.ErrBadMessage, protocol.ErrBinary,
 		protocol.ErrBadRoom, protocol.ErrNotMember, protocol.ErrAlreadyMember, protocol.ErrTooManyRooms,
-		protocol.ErrRateLimited, protocol.ErrUnavailable,
+		protocol.ErrRateLimited, protocol.ErrBusy, protocol.ErrUnavailable,
 	}
 	for _, code := range codes {
 		text := `room "a/b" <is> & bad`

@@ -52,9 +52,6 @@ type Server struct {
 
 	bodies bodies // API requests still receiving their body
 	perIP  perIP  // open connections by client IP
-
-	frames  chan frameJob  // client frames for the workers
-	workers sync.WaitGroup // frame workers, stopped after the sessions
 }
 
 // New builds a server for the hub.
@@ -81,11 +78,6 @@ func New(cfg config.Config, h *hub.Hub, b Readier, m *metrics.Metrics, log *slog
 	s.dataPrefix = []byte(`{"timestamp":`)
 	s.dataSuffix = []byte(`,"message":"来自实时服务的数据","node":` + quote(h.Node()) + "}")
 	s.handler = s.routes()
-	s.frames = make(chan frameJob)
-	for range frameWorkers {
-		s.workers.Add(1)
-		go s.frameWorker()
-	}
 	return s
 }
 
@@ -139,8 +131,6 @@ func (s *Server) Shutdown(ctx context.Context) {
 		}
 		s.pool.Close() // aborts what is left, which ends those sessions
 		<-done
-		close(s.frames) // no session is left to send one
-		s.workers.Wait()
 	})
 }
 
@@ -148,7 +138,3 @@ func (s *Server) Shutdown(ctx context.Context) {
 // before it is closed (1008): a burst is answered with rate_limited errors,
 // a flood is not.
 const sustainedLimit = 5 * time.Second
-
-// frameWorkers is how many client frames are handled at once. A worker
-// mostly waits on the broker, so there are more of them than cores.
-const frameWorkers = 64

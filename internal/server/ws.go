@@ -236,19 +236,26 @@ func (s *Server) session(ws *websocket.Conn, conn *wsconn.Conn, c *hub.Client, i
 	}()
 	defer ws.CloseNow() //nolint:errcheck // closing an ended connection has nothing to report
 
-	// Made at the first frame: many connections never send one, and an
-	// idle connection should cost as little as possible.
-	var handled chan struct{}
+	// Made at the first frame that needs the broker: many connections
+	// never send one, and an idle connection should cost as little as
+	// possible. Closed before the deferred Unregister runs, so that no
+	// frame of this client is handled after its leave.
+	var in *inbox
+	refusing := false // the last frame for the inbox was refused busy
+	defer func() {
+		if in != nil {
+			in.close()
+		}
+	}()
 	for {
 		// A context that is never cancelled costs the library nothing per
-		// read; the session ends when the socket closes.
+		// read; the session ends when the socket closes. Reading never
+		// waits on the broker: pongs are read here too, and a reader that
+		// stopped would be dropped by the heartbeat.
 		typ, data, err := ws.Read(context.Background())
 		if err != nil {
 			s.logReadEnd(c, err)
 			return
-		}
-		if handled == nil {
-			handled = make(chan struct{}, 1)
 		}
 		if !conn.Allow() {
 			s.metrics.DroppedMsgs.WithLabelValues("rate_limited").Inc()
@@ -261,18 +268,33 @@ func (s *Server) session(ws *websocket.Conn, conn *wsconn.Conn, c *hub.Client, i
 			continue
 		}
 		if isPing(data) {
-			// Answered here, so that a ping is never stuck behind frames
-			// waiting on the broker.
+			// Answered here, before the decoder, as the cheapest frame.
 			s.metrics.Received.WithLabelValues(protocol.TypePing).Inc()
 			s.hub.Send(c, protocol.PongFrame)
 			continue
 		}
-		// Handled by a worker, one frame at a time so that order holds:
-		// decoding, encoding and the broker call need a deep stack, and a
-		// session that ran them itself would keep that stack while it
-		// idles in Read, for the life of the connection.
-		s.frames <- frameJob{c: c, data: data, done: handled}
-		<-handled
+		f, perr := protocol.DecodeClient(data)
+		if perr != nil {
+			s.metrics.Received.WithLabelValues("invalid").Inc()
+			s.clientError(c, perr)
+			continue
+		}
+		s.metrics.Received.WithLabelValues(f.Type).Inc()
+		if f.Type == protocol.TypePing { // a ping with spaces or extra fields
+			s.hub.Send(c, protocol.PongFrame)
+			continue
+		}
+		if in == nil {
+			in = newInbox(func(f protocol.ClientFrame) { s.handleFrame(c, f) })
+		}
+		// The reader waits for room only if the last frame got in, so
+		// that a flood is refused at once after the first wait.
+		refusing = !in.put(f, len(data), !refusing)
+		if refusing {
+			s.metrics.DroppedMsgs.WithLabelValues("busy").Inc()
+			s.clientError(c, &protocol.Error{Code: protocol.ErrBusy, Request: f.Type, Room: f.Room,
+				Text: "too many frames waiting for the broker; this one was dropped"})
+		}
 	}
 }
 
@@ -287,36 +309,12 @@ func isPing(data []byte) bool {
 	return string(bytes.TrimSpace(data)) == `{"type":"ping"}`
 }
 
-// frameJob is one client frame for a frame worker.
-type frameJob struct {
-	c    *hub.Client
-	data []byte
-	done chan<- struct{}
-}
-
-// frameWorker handles client frames until s.frames is closed.
-func (s *Server) frameWorker() {
-	defer s.workers.Done()
-	for j := range s.frames {
-		s.handleFrame(j.c, j.data)
-		j.done <- struct{}{}
-	}
-}
-
-func (s *Server) handleFrame(c *hub.Client, data []byte) {
-	f, perr := protocol.DecodeClient(data)
-	if perr != nil {
-		s.metrics.Received.WithLabelValues("invalid").Inc()
-		s.clientError(c, perr)
-		return
-	}
-	s.metrics.Received.WithLabelValues(f.Type).Inc()
+// handleFrame handles a frame that needs the broker, in the client's inbox.
+func (s *Server) handleFrame(c *hub.Client, f protocol.ClientFrame) {
 	ctx, cancel := context.WithTimeout(context.Background(), brokerTimeout)
 	defer cancel()
 	var err error
 	switch f.Type {
-	case protocol.TypePing:
-		s.hub.Send(c, protocol.PongFrame)
 	case protocol.TypeMessage:
 		err = s.hub.Chat(ctx, c, f.Room, f.Data)
 	case protocol.TypeJoin:
