@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -259,17 +258,4 @@ func openFilesLimit(path string) int {
 		}
 	}
 	return 0
-}
-
-// hostOpenFiles is the open-files limit the test asks compose for
-// (RELAY_NOFILE): 65,536 as shipped, or this process's hard limit where
-// that is lower. On an engine that cannot raise limits (no
-// CAP_SYS_RESOURCE, rootless) containers cannot go above the daemon's,
-// which a process on the same host usually shares.
-func hostOpenFiles() int {
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Max >= 65536 {
-		return 65536
-	}
-	return int(lim.Max)
 }

@@ -26,8 +26,8 @@ func TestMainConfigTemplates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"daemon off;", "worker_processes auto;", "worker_connections 40000;",
-		"worker_rlimit_nofile 65536;", "pid /tmp/x/nginx.pid;", "include /tmp/x/relay.conf;"} {
+	for _, want := range []string{"daemon off;", "worker_processes auto;", "worker_connections 16000;",
+		"worker_rlimit_nofile 16384;", "pid /tmp/x/nginx.pid;", "include /tmp/x/relay.conf;"} {
 		if !strings.Contains(conf, want) {
 			t.Errorf("the test's main config lacks %q:\n%s", want, conf)
 		}
