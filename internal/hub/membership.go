@@ -62,6 +62,9 @@ type userEntry struct {
 // protocol.MaxRooms rooms.
 const leaveWorkers = 8
 
+// leaveRounds bounds a whole Unregister at this many rooms' budgets.
+const leaveRounds = 4
+
 // defaultLeaveTimeout is each room's budget when Unregister's ctx has no
 // deadline.
 const defaultLeaveTimeout = 5 * time.Second
@@ -93,7 +96,12 @@ func (h *Hub) Unregister(ctx context.Context, c *Client) {
 	if dl, ok := ctx.Deadline(); ok {
 		budget = max(time.Until(dl), 0)
 	}
-	base := context.WithoutCancel(ctx) // each room's deadline is its own
+	// Each room's deadline is its own, so one slow room does not make the
+	// others miss theirs; all of them together get at most leaveRounds
+	// budgets, so that a node draining 100 rooms through a slow Redis still
+	// closes within its shutdown timeout (1 s a room while draining: 4 s).
+	base, cancelAll := context.WithTimeout(context.WithoutCancel(ctx), leaveRounds*budget)
+	defer cancelAll()
 	leaveRoom := func(room string) {
 		rctx, cancel := context.WithTimeout(base, budget)
 		defer cancel()
