@@ -75,6 +75,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 			Limit: cfg.PresenceLimit, Interval: cfg.PresenceInterval, Logger: log,
 			// n.hub is set below, before the counter runs.
 			NodeGone: func(room string, s presence.Summary) { n.hub.PresenceLost(room, s) },
+			NodeBack: func(room string, s presence.Summary) { n.hub.PresenceBack(room, s) },
 		})
 	}
 

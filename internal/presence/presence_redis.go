@@ -16,9 +16,13 @@ import (
 // own, how many local members each room has; a sorted set records until
 // when each node is alive. A room's count is the sum over live nodes, done
 // inside Redis by a script: one round trip per join or leave, whatever the
-// number of connections. Each node renews its liveness every TTL/4; a node
+// number of connections. Each node renews its liveness every TTL/4, in one
+// script on a client of its own (so that a renewal neither waits behind the
+// node's publishes nor takes several round trips of a slow Redis); a node
 // that stops renewing is out of every count after TTL, and the first node
-// to notice reports its rooms' losses (NodeGone).
+// to notice reports its rooms' losses (NodeGone) and marks it reaped. A
+// node that was only slow finds the mark at its next renewal, counts its
+// members again and reports them back (NodeBack).
 //
 // Who is online: each node also keeps, per room, a hash of its members'
 // users (user → connections), and a sorted set holds every room with
@@ -30,6 +34,7 @@ import (
 // Redis server (or a replicated one), not on Redis Cluster.
 type Redis struct {
 	client   *redis.Client
+	renewer  *redis.Client // renewals only; closed when Run returns
 	node     string
 	limit    int
 	ttl      time.Duration
@@ -37,7 +42,7 @@ type Redis struct {
 	log      *slog.Logger
 
 	nodesKey, nodeKey, nodePrefix, pendingPrefix, lockPrefix string
-	usersPrefix, roomsKey                                    string
+	usersPrefix, roomsKey, reapedPrefix, reapedKey           string
 
 	// resync is held for writing while this node's hash is rewritten from
 	// local, so that no Add lands in between; Adds hold it for reading.
@@ -47,7 +52,7 @@ type Redis struct {
 	users    map[string]map[string]int // this node's connections per room and user
 	needSync bool                      // an Add failed or Redis lost our hash
 
-	onGone func(room string, s Summary)
+	onGone, onBack func(room string, s Summary)
 }
 
 // RedisOptions configure NewRedis.
@@ -63,6 +68,12 @@ type RedisOptions struct {
 	// dead node had members in, with the room's new count and how many
 	// left with that node.
 	NodeGone func(room string, s Summary)
+	// NodeBack is called, by this node, for each room it has members in
+	// when it finds it was reaped while alive (its renewals were late):
+	// its members are counted again, and s says how many came back
+	// (Joined) and the room's new count, so that the joins are announced
+	// as the losses were.
+	NodeBack func(room string, s Summary)
 }
 
 // NewRedis returns a cluster counter. Run must be running for the node to
@@ -77,13 +88,17 @@ func NewRedis(o RedisOptions) *Redis {
 	if o.NodeGone == nil {
 		o.NodeGone = func(string, Summary) {}
 	}
+	if o.NodeBack == nil {
+		o.NodeBack = func(string, Summary) {}
+	}
 	p := o.Prefix + "presence:"
 	return &Redis{
-		client: o.Client, node: o.Node, limit: o.Limit, ttl: o.TTL, interval: o.Interval, log: o.Logger,
+		client: o.Client, renewer: newRenewer(o.Client, renewDeadline(o.TTL)), node: o.Node, limit: o.Limit, ttl: o.TTL, interval: o.Interval, log: o.Logger,
 		nodesKey: p + "nodes", nodeKey: p + "node:" + o.Node, nodePrefix: p + "node:",
 		pendingPrefix: p + "pending:", lockPrefix: p + "lock:",
 		usersPrefix: p + "users:", roomsKey: p + "rooms",
-		local: make(map[string]int), users: make(map[string]map[string]int), onGone: o.NodeGone,
+		reapedPrefix: p + "reaped:", reapedKey: p + "reaped:" + o.Node,
+		local: make(map[string]int), users: make(map[string]map[string]int), onGone: o.NodeGone, onBack: o.NodeBack,
 		// A node restarted under the same name finds its previous life's
 		// counts still in Redis: its first renewal replaces them.
 		needSync: true,
@@ -113,13 +128,49 @@ var claimLua string
 
 var claimScript = redis.NewScript(sumLive + claimLua)
 
-// KEYS: nodes. ARGV: node prefix, room (unused), dead node, users prefix.
-// Removes the dead node if nobody has yet; returns its rooms and counts.
+// KEYS: nodes. ARGV: node prefix, room (unused), dead node, users prefix,
+// reaped mark prefix. Removes the dead node if nobody has yet and marks it
+// reaped; returns its rooms and counts.
 //
 //go:embed lua/reap.lua
 var reapLua string
 
 var reapScript = redis.NewScript(sumLive + reapLua)
+
+// KEYS: nodes, this node's hash, its reaped mark. ARGV: node, ttl ms,
+// users prefix, rooms with local members. Returns {hash kept, reaped}.
+//
+//go:embed lua/renew.lua
+var renewLua string
+
+var renewScript = redis.NewScript(renewLua)
+
+// renewDeadline bounds one renewal: long enough for replies seconds late
+// (the script runs when it arrives; only its answer is slow), short enough
+// that a renewal lost on a dead connection is retried within the TTL.
+func renewDeadline(ttl time.Duration) time.Duration { return ttl * 3 / 4 }
+
+// newRenewer is a client of two connections with c's address and
+// credentials, for renewals alone, whose timeouts are the renewal's
+// deadline rather than c's (tuned for publishes that must fail fast).
+// It retries nothing itself: Run retries a failed renewal. Renewals send
+// the script itself (EVAL, not EVALSHA): a script cache miss would cost a
+// second round trip.
+func newRenewer(c *redis.Client, deadline time.Duration) *redis.Client {
+	o := c.Options()
+	return redis.NewClient(&redis.Options{
+		Network: o.Network, Addr: o.Addr, Dialer: o.Dialer, TLSConfig: o.TLSConfig,
+		// RESP2 and no CLIENT SETINFO: a new connection starts without a
+		// round trip (with a password, one: AUTH), which matters when each
+		// takes seconds.
+		Protocol: 2, DisableIdentity: true, Username: o.Username, Password: o.Password,
+		CredentialsProvider: o.CredentialsProvider, DB: o.DB,
+		DialTimeout: o.DialTimeout, ReadTimeout: deadline, WriteTimeout: deadline, PoolTimeout: deadline,
+		ContextTimeoutEnabled: true,
+		MaxRetries:            -1,
+		PoolSize:              2, MaxIdleConns: 2,
+	})
+}
 
 // usersKey is this node's users hash for room. Room names cannot hold '|',
 // so the key is unambiguous whatever the node's name.
@@ -225,23 +276,36 @@ func (r *Redis) markSync() {
 // While Redis is unreachable it retries every quarter second rather than
 // every TTL/4, so that counts are rewritten as soon as Redis is back.
 //
-// NodeGone callbacks run one at a time in a goroutine of Run's own, so a
-// slow one cannot hold up this node's renewal. On exit Run waits for the
-// callback in progress; reports still waiting are dropped.
+// NodeGone and NodeBack callbacks run one at a time in a goroutine of
+// Run's own, so a slow one cannot hold up this node's renewal. On exit Run
+// waits for the callback in progress; reports still waiting are dropped.
 func (r *Redis) Run(ctx context.Context) {
+	defer r.renewer.Close() //nolint:errcheck // nothing to do about it on the way out
 	lost := make(chan lostRoom, lostQueue)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for l := range lost {
-			if ctx.Err() == nil {
+			if ctx.Err() != nil {
+				continue
+			}
+			if l.back {
+				r.announceBack(ctx, l)
+			} else {
 				r.onGone(l.room, l.s)
 			}
 		}
 	}()
-	defer func() { close(lost); <-done }()
-
 	period := r.ttl / 4
+	// The reaper has a loop of its own, so that reaping (several round
+	// trips, seconds each when Redis is slow) never delays a renewal.
+	reaperDone := make(chan struct{})
+	go func() {
+		defer close(reaperDone)
+		r.reapEvery(ctx, period, lost)
+	}()
+	defer func() { <-reaperDone; close(lost); <-done }() // lost's writers end first
+
 	retry := min(period, 250*time.Millisecond)
 	t := time.NewTimer(0)
 	defer t.Stop()
@@ -266,61 +330,109 @@ func (r *Redis) Run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if r.renew(ctx) {
-			r.reap(ctx, lost)
-			t.Reset(period)
+		// The next renewal is due a period after this one began, however
+		// long it took: with replies seconds late it takes seconds, and
+		// the node's life runs from when the script ran.
+		next := time.Now().Add(period)
+		back, ok := r.renewAndCheck(ctx)
+		if ok {
+			r.queueBack(back, lost)
+			t.Reset(time.Until(next))
 		} else {
 			t.Reset(retry)
 		}
 	}
 }
 
-// renew extends this node's life, and rewrites its hash from the local
-// counts when Redis lost it (a restart) or an Add failed. It reports
-// whether everything succeeded.
-func (r *Redis) renew(ctx context.Context) bool {
-	ctx, cancel := context.WithTimeout(ctx, r.ttl/4)
-	defer cancel()
-	now, err := r.client.Time(ctx).Result()
-	if err != nil {
-		r.markSync()
-		return false
-	}
-	ttl := r.ttl.Milliseconds()
-	kept, err := r.client.PExpire(ctx, r.nodeKey, 2*r.ttl).Result()
-	if err != nil {
-		r.markSync()
-		return false
-	}
-	r.localMu.Lock()
-	sync := r.needSync || (!kept && len(r.local) > 0)
-	rooms := make([]string, 0, len(r.users))
-	for room := range r.users {
-		rooms = append(rooms, room)
-	}
-	r.localMu.Unlock()
-	if sync && !r.rewrite(ctx) {
-		return false
-	}
-	if len(rooms) > 0 {
-		// The users hashes live as long as the node's hash: one PEXPIRE
-		// per room with local members, pipelined.
-		_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, room := range rooms {
-				p.PExpire(ctx, r.usersKey(r.node, room), 2*r.ttl)
-			}
-			return nil
-		})
-		if err != nil {
-			r.markSync()
-			return false
+// reapEvery reaps dead nodes every period until ctx ends.
+func (r *Redis) reapEvery(ctx context.Context, period time.Duration, lost chan<- lostRoom) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			r.reap(ctx, lost)
 		}
 	}
-	if err := r.client.ZAdd(ctx, r.nodesKey, redis.Z{Score: float64(now.UnixMilli() + ttl), Member: r.node}).Err(); err != nil {
-		r.markSync()
-		return false
+}
+
+// queueBack queues a NodeBack report for each room in back.
+func (r *Redis) queueBack(back map[string]int, lost chan<- lostRoom) {
+	for room, n := range back {
+		select {
+		case lost <- lostRoom{room: room, s: Summary{Joined: n}, back: true}:
+		default:
+			r.log.Warn("presence return not reported: too many waiting", "room", room)
+		}
 	}
-	return true
+}
+
+// announceBack reports that l.s.Joined members of l.room are counted again,
+// with the room's count now.
+func (r *Redis) announceBack(ctx context.Context, l lostRoom) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	online, err := r.count(ctx, l.room)
+	if err != nil {
+		r.log.Warn("presence return not reported", "room", l.room, "err", err)
+		return
+	}
+	l.s.Online = online
+	r.onBack(l.room, l.s)
+}
+
+// renew extends this node's life, and rewrites its hash from the local
+// counts when Redis lost it (a restart), an Add failed, or a reaper took
+// this node for dead. It reports whether everything succeeded.
+func (r *Redis) renew(ctx context.Context) bool {
+	_, ok := r.renewAndCheck(ctx)
+	return ok
+}
+
+// renewAndCheck is renew; when this node found it had been reaped, back is
+// its local members per room, now counted again, for NodeBack.
+func (r *Redis) renewAndCheck(ctx context.Context) (back map[string]int, ok bool) {
+	ctx, cancel := context.WithTimeout(ctx, renewDeadline(r.ttl))
+	defer cancel()
+	r.localMu.Lock()
+	args := make([]any, 0, 3+len(r.users))
+	args = append(args, r.node, r.ttl.Milliseconds(), r.usersPrefix)
+	for room := range r.users {
+		args = append(args, room)
+	}
+	r.localMu.Unlock()
+	// A failed renewal leaves the counts as they were: no rewrite is
+	// needed for it (a late one may well have run), only a retry.
+	res, err := renewScript.Eval(ctx, r.renewer, []string{r.nodesKey, r.nodeKey, r.reapedKey}, args...).Int64Slice()
+	if err != nil || len(res) != 2 {
+		r.log.Debug("presence renewal failed", "err", err)
+		return nil, false
+	}
+	kept, reaped := res[0] == 1, res[1] == 1
+	r.localMu.Lock()
+	sync := r.needSync || reaped || (!kept && len(r.local) > 0)
+	r.localMu.Unlock()
+	if sync && !r.rewrite(ctx) {
+		return nil, false
+	}
+	if !reaped {
+		return nil, true
+	}
+	// The rewrite counted this node's members again: they are announced
+	// back, and the mark goes so that they are announced once.
+	if err := r.renewer.Del(ctx, r.reapedKey).Err(); err != nil {
+		return nil, false // the rewrite and the announcement are retried
+	}
+	r.localMu.Lock()
+	back = make(map[string]int, len(r.local))
+	for room, n := range r.local {
+		back[room] = n
+	}
+	r.localMu.Unlock()
+	r.log.Warn("this node was taken for dead while alive: its members are counted and announced again", "rooms", len(back))
+	return back, true
 }
 
 // rewrite replaces this node's hash with its local counts. It needs no Add
@@ -333,7 +445,7 @@ func (r *Redis) rewrite(ctx context.Context) bool {
 		return false
 	}
 	defer r.resync.Unlock()
-	old, err := r.client.HKeys(ctx, r.nodeKey).Result()
+	old, err := r.renewer.HKeys(ctx, r.nodeKey).Result()
 	if err != nil {
 		r.log.Warn("presence resync failed", "err", err)
 		return false
@@ -352,7 +464,7 @@ func (r *Redis) rewrite(ctx context.Context) bool {
 		users[room] = f
 	}
 	r.localMu.Unlock()
-	_, err = r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	_, err = r.renewer.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, r.nodeKey)
 		for _, room := range old {
 			p.Del(ctx, r.usersKey(r.node, room))
@@ -379,10 +491,12 @@ func (r *Redis) rewrite(ctx context.Context) bool {
 	return true
 }
 
-// lostRoom is a room that lost members with a dead node, for NodeGone.
+// lostRoom is a room that lost members with a dead node, for NodeGone, or
+// (back) got this node's members back after it was reaped, for NodeBack.
 type lostRoom struct {
 	room string
 	s    Summary
+	back bool
 }
 
 // lostQueue bounds the NodeGone reports waiting for the callback. Past it
@@ -423,7 +537,7 @@ func (r *Redis) reap(ctx context.Context, lost chan<- lostRoom) {
 		return
 	}
 	for _, node := range dead {
-		rooms, err := reapScript.Run(ctx, r.client, []string{r.nodesKey}, r.nodePrefix, "", node, r.usersPrefix).StringSlice()
+		rooms, err := reapScript.Run(ctx, r.client, []string{r.nodesKey}, r.nodePrefix, "", node, r.usersPrefix, r.reapedPrefix).StringSlice()
 		if err != nil || len(rooms) == 0 {
 			continue
 		}
@@ -437,7 +551,7 @@ func (r *Redis) reap(ctx context.Context, lost chan<- lostRoom) {
 				continue
 			}
 			select {
-			case lost <- lostRoom{room, Summary{Online: online, Left: left}}:
+			case lost <- lostRoom{room: room, s: Summary{Online: online, Left: left}}:
 			default:
 				r.log.Warn("presence loss not reported: too many waiting", "node", node, "room", room)
 			}

@@ -490,7 +490,7 @@ func TestRedisReapSparesRenewedNode(t *testing.T) {
 	a := c.node("a", RedisOptions{Limit: 100, Interval: time.Second, TTL: 10 * time.Second})
 	mustAdd(t, a, "r", +1, Change{Online: 1}) // a is alive for 10s
 	// A reaper that listed a as dead a moment ago, before a renewed:
-	rooms, err := reapScript.Run(context.Background(), a.client, []string{a.nodesKey}, a.nodePrefix, "", "a").StringSlice()
+	rooms, err := reapScript.Run(context.Background(), a.client, []string{a.nodesKey}, a.nodePrefix, "", "a", a.usersPrefix, a.reapedPrefix).StringSlice()
 	if err != nil {
 		t.Fatal(err)
 	}

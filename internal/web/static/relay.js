@@ -196,7 +196,7 @@
      * Asks who is in room, which you must be in. Resolves with {room, online,
      * users, truncated}: the distinct users across the cluster, sorted, at
      * most the node's RELAY_WHO_LIMIT; online counts connections. Rejects
-     * with an Error whose code is the server's (not_member, rate_limited,
+     * with an Error whose code is the server's (not_member, rate_limited, busy,
      * unavailable) or 'offline', or 'timeout' after 10 s.
      */
     who(room) {
