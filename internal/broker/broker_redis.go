@@ -93,15 +93,17 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 //   - go-redis never retries: a command whose answer timed out may have
 //     run, and running a publish script again would publish twice. relay
 //     retries itself where that is safe (PublishStream's receipt).
-//   - Fail fast during an outage: a dial gives up within about 2 s, and a
-//     call waits for a free connection at most 3 s. The pool is large, so
+//   - Fail fast during an outage: a dial gives up within a second (go-redis
+//     tries it 5 times, 100 ms apart, within the caller's deadline), and a
+//     call waits for a free connection at most 3 s. Fewer dial tries (2)
+//     left a node started before Redis with a subscription that never
+//     came up: TestNodeStartsBeforeRedis. The pool is large, so
 //     that slow answers do not queue every other call behind them.
 func tune(o *redis.Options) {
 	o.ContextTimeoutEnabled = true
 	o.ReadTimeout = 10 * time.Second
 	o.WriteTimeout = 10 * time.Second
 	o.DialTimeout = time.Second
-	o.DialerRetries = 2
 	o.PoolTimeout = 3 * time.Second
 	if o.PoolSize == 0 { // not set by the URL's pool_size
 		o.PoolSize = 512
