@@ -177,8 +177,10 @@ func TestSlowRedisDropsNobodyAndAnswersHonestly(t *testing.T) {
 		d, missing := c.pingLatency()
 		slowest, unanswered = max(slowest, d), unanswered+missing
 	}
-	if unanswered > 0 || slowest > time.Second {
-		t.Errorf("pings during the fault: slowest answer %v, %d unanswered: want all within 1s", slowest, unanswered)
+	// Any wait for Redis takes at least its 2 s delay: an answer sooner
+	// waited for none (the race detector on a loaded machine has taken 1.1 s).
+	if unanswered > 0 || slowest >= 2*time.Second {
+		t.Errorf("pings during the fault: slowest answer %v, %d unanswered: want all before any Redis reply (2 s)", slowest, unanswered)
 	}
 	// No false leaves on the other node.
 	if leaves := observer.leftDuring(faultStart, faultEnd.Add(8*time.Second)); len(leaves) > 0 {
