@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -440,17 +442,13 @@ func (c *slowClient) delivered() int {
 func (c *slowClient) deliveredTexts() map[string]int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make(map[string]int, len(c.texts))
-	for k, v := range c.texts {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(c.texts)
 }
 
 func (c *slowClient) sentTexts() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return append([]string(nil), c.sent...)
+	return slices.Clone(c.sent)
 }
 
 // notSentAnswers counts the error answers that say a chat was not sent:
@@ -470,11 +468,7 @@ func (c *slowClient) notSentAnswers() int {
 func (c *slowClient) errorCodes() map[string]int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make(map[string]int, len(c.errCodes))
-	for k, v := range c.errCodes {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(c.errCodes)
 }
 
 func (c *slowClient) leftDuring(from, to time.Time) []string {
